@@ -1,0 +1,107 @@
+rule symbolism:
+    input:
+        unpack(symbolism_inputs),
+    output:
+        table="results/tables/symbolism/{name}.parquet",
+        scores="results/tables/symbolism/{name}.scores.parquet",
+    params:
+        model=lambda wildcards: SYMBOLISM[wildcards.name]["model"],
+        words=lambda wildcards: SYMBOLISM[wildcards.name]["words"],
+        images=lambda wildcards: SYMBOLISM[wildcards.name]["images"],
+        n_permutations=config["analysis"]["n_permutations"],
+        n_bootstrap=config["analysis"]["n_bootstrap"],
+        seed=config["seed"],
+    threads: 1
+    log:
+        "logs/analysis/symbolism/{name}.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow/scripts/symbolism.py"
+
+
+rule rsa:
+    input:
+        manifest=lambda wildcards: manifest(wildcards.set),
+        embeddings="results/embeddings/{set}/{model}.parquet",
+    output:
+        table="results/tables/rsa/{set}/{model}.parquet",
+        rdms="results/tables/rsa/{set}/{model}.rdms.npz",
+    params:
+        set=lambda wildcards: wildcards.set,
+        model=lambda wildcards: wildcards.model,
+        cfg=config["analysis"]["rsa"],
+        n_permutations=config["analysis"]["n_permutations"],
+        n_bootstrap=config["analysis"]["n_bootstrap"],
+        seed=config["seed"],
+    threads: 1
+    log:
+        "logs/analysis/rsa/{set}/{model}.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow/scripts/rsa.py"
+
+
+rule probe:
+    input:
+        manifest=lambda wildcards: manifest(wildcards.set),
+        embeddings="results/embeddings/{set}/{model}.parquet",
+    output:
+        table="results/tables/probe/{set}/{model}.parquet",
+    params:
+        set=lambda wildcards: wildcards.set,
+        model=lambda wildcards: wildcards.model,
+        cfg=config["analysis"]["probe"],
+        n_bootstrap=config["analysis"]["n_bootstrap"],
+        seed=config["seed"],
+    threads: 1
+    log:
+        "logs/analysis/probe/{set}/{model}.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow/scripts/probe.py"
+
+
+rule retrieval:
+    input:
+        unpack(retrieval_inputs),
+    output:
+        table="results/tables/retrieval/{name}.parquet",
+    params:
+        name=lambda wildcards: wildcards.name,
+        mode=lambda wildcards: RETRIEVAL[wildcards.name]["mode"],
+        model=lambda wildcards: RETRIEVAL[wildcards.name]["model"],
+        queries=lambda wildcards: RETRIEVAL[wildcards.name]["queries"],
+        gallery=lambda wildcards: RETRIEVAL[wildcards.name]["gallery"],
+        seed=config["seed"],
+    threads: 1
+    log:
+        "logs/analysis/retrieval/{name}.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow/scripts/retrieval.py"
+
+
+rule summary:
+    input:
+        symbolism=symbolism_tables(),
+        rsa=rsa_tables(),
+        probe=probe_tables(),
+        retrieval=retrieval_tables(),
+    output:
+        markdown=report(
+            "results/tables/summary.md",
+            caption="../workflow/report/summary.rst",
+            category="Tables",
+        ),
+    params:
+        models=MODELS,
+    log:
+        "logs/analysis/summary.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow/scripts/summarize.py"

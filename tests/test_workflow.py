@@ -1,0 +1,201 @@
+"""The workflow as a user runs it: the real snakemake CLI, on the real rule files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from avprobe import io
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+WORKFLOW_PARTS = ("Snakefile", "rules", "workflow", "config", "config.yaml", "envs", "profiles", "resources")
+
+
+def run_snakemake(*args: str, cwd: Path = ROOT, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run(
+        [SNAKEMAKE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=1500
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def copy_workflow(dest: Path) -> Path:
+    for part in WORKFLOW_PARTS:
+        src = ROOT / part
+        if src.is_dir():
+            shutil.copytree(src, dest / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / part)
+    shutil.copy2(ROOT / "tests" / "data" / "tiny_config.yaml", dest / "tiny_config.yaml")
+    return dest
+
+
+def planned_rules(dry_run_stdout: str) -> set[str]:
+    rules = set()
+    for line in dry_run_stdout.splitlines():
+        line = line.strip()
+        if line.startswith("rule ") and line.endswith(":"):
+            rules.add(line[len("rule ") : -1])
+    return rules
+
+
+def test_lint_is_clean():
+    proc = run_snakemake("--lint", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "lints for" not in out.lower(), out
+
+
+def test_default_dry_run_plans_every_stage():
+    rules = planned_rules(run_snakemake("-n", "--quiet", "rules").stdout + run_snakemake("-n").stdout)
+    for rule in (
+        "make_pseudowords",
+        "synthesize_pseudowords",
+        "render_shapes",
+        "compose_scenes",
+        "speak_captions",
+        "build_untrained_model",
+        "extract_embeddings",
+        "symbolism",
+        "rsa",
+        "probe",
+        "retrieval",
+        "summary",
+        "figure_symbolism_auc",
+        "figure_rsa_layers",
+        "figure_probe_layers",
+        "figure_retrieval_recall",
+        "figure_stimulus_montage",
+    ):
+        assert rule in rules, f"{rule} missing from the default plan: {sorted(rules)}"
+    # The offline default needs no hub: nothing to prefetch.
+    assert "prefetch_models" not in rules
+
+
+def test_paper_config_plans_pretrained_models_behind_prefetch():
+    out = run_snakemake("-n", "--configfile", "config/paper.yaml").stdout
+    rules = planned_rules(out)
+    assert "prefetch_models" in rules
+    for model in ("hubert-base", "clip-b32", "clap-htsat", "whisper-base-encoder", "dinov2-small"):
+        assert f"results/embeddings/" in out and f"/{model}.parquet" in out, model
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("models: {bad: {family: not_a_family, towers: [audio]}}", "family"),
+        ("models: {bad: {family: logmel, towers: [smell]}}", "towers"),
+        ("stimuli: {shapes: {per_class: many}}", "per_class"),
+        ("analysis: {symbolism: [{model: nope, words: pseudoword_text, images: shapes}]}", "nope"),
+        ("analysis: {symbolism: [{model: logmel, words: pseudoword_text, images: shapes}]}", "towers"),
+    ],
+)
+def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, override, expected):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(override + "\n")
+    proc = run_snakemake("-n", "--configfile", str(bad), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert expected in out
+    assert "Job stats" not in out
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One full run of the tiny study in a scratch copy of the workflow."""
+    work = copy_workflow(tmp_path_factory.mktemp("tiny"))
+    run_snakemake("--cores", "2", "--configfile", "tiny_config.yaml", cwd=work)
+    return work
+
+
+def test_tiny_run_stimuli(tiny_run):
+    words = pd.read_parquet(tiny_run / "results/stimuli/pseudoword_text/manifest.parquet")
+    clips = pd.read_parquet(tiny_run / "results/stimuli/pseudowords/manifest.parquet")
+    regular = words[~words["is_reference"]]
+    assert (regular["label"].value_counts() == 6).all()
+    assert set(words.loc[words["is_reference"], "word"]) == {"kiki", "bouba"}
+    # one clip per word × voice, each a real file
+    assert len(clips) == words["word"].nunique() * 2
+    for rel in clips["path"]:
+        assert (tiny_run / "results/stimuli/pseudowords" / rel).stat().st_size > 1000
+    shapes = pd.read_parquet(tiny_run / "results/stimuli/shapes/manifest.parquet")
+    assert shapes["label"].value_counts().to_dict() == {"sharp": 8, "round": 8}
+    captions = pd.read_parquet(tiny_run / "results/stimuli/captions/manifest.parquet")
+    assert len(captions) == 12 * 5
+    assert captions.groupby("image_id")["text"].nunique().eq(5).all()
+
+
+def test_tiny_run_embeddings_cover_stimuli_times_layers(tiny_run):
+    for path in sorted((tiny_run / "results/embeddings").glob("*/*.parquet")):
+        set_name = path.parent.name
+        manifest = pd.read_parquet(tiny_run / f"results/stimuli/{set_name}/manifest.parquet")
+        layers = io.embedding_layers(path)
+        table = pd.read_parquet(path, columns=["stimulus_id", "layer"])
+        assert len(table) == len(manifest) * len(layers), path
+        for _, ids in table.groupby("layer")["stimulus_id"]:
+            assert sorted(ids) == sorted(manifest["stimulus_id"])
+        meta = io.embeddings_metadata(path)
+        assert meta["model"] == path.stem
+        if path.stem.endswith("-untrained"):
+            assert meta["kind"] == "untrained"
+
+
+def test_tiny_run_analyses_are_in_range(tiny_run):
+    tables = tiny_run / "results/tables"
+    sym = pd.concat(pd.read_parquet(p) for p in tables.glob("symbolism/*[!s].parquet"))
+    auc = sym[sym["metric"] == "auc"]
+    assert len(auc) and auc["value"].between(0, 1).all()
+    assert (auc["ci_low"] <= auc["value"]).all() and (auc["value"] <= auc["ci_high"]).all()
+    assert auc["p"].between(0, 1).all()
+
+    for npz in tables.glob("rsa/*/*.rdms.npz"):
+        with np.load(npz) as rdms:
+            for key in rdms.files:
+                if key == "labels" or rdms[key].ndim != 2:
+                    continue
+                rdm = rdms[key]
+                assert np.allclose(rdm, rdm.T)
+                assert np.allclose(np.diag(rdm), 0)
+    rsa = pd.concat(pd.read_parquet(p) for p in tables.glob("rsa/*/*.parquet"))
+    assert rsa["value"].between(-1, 1).all()
+
+    probe = pd.concat(pd.read_parquet(p) for p in tables.glob("probe/*/*.parquet"))
+    acc = probe[probe["metric"].isin(["accuracy", "balanced_accuracy"])]
+    assert len(acc) and acc["value"].between(0, 1).all()
+
+    ret = pd.concat(pd.read_parquet(p) for p in tables.glob("retrieval/*.parquet"))
+    by_k = ret.pivot_table(index=["model", "mode", "direction", "layer"], columns="metric", values="value")
+    assert ((by_k["R@1"] <= by_k["R@5"]) & (by_k["R@5"] <= by_k["R@10"])).all()
+
+
+def test_tiny_run_figures_and_report(tiny_run):
+    for stem in ("stimulus_montage", "symbolism_auc", "rsa_layers", "probe_layers", "retrieval_recall"):
+        pdf = tiny_run / f"results/figures/{stem}.pdf"
+        png = tiny_run / f"results/figures/{stem}.png"
+        assert pdf.read_bytes().startswith(b"%PDF")
+        assert png.read_bytes().startswith(b"\x89PNG")
+    run_snakemake("--configfile", "tiny_config.yaml", "--report", "results/report.html", cwd=tiny_run)
+    html = (tiny_run / "results/report.html").read_text(errors="replace")
+    assert "symbolism_auc" in html and "rsa_layers" in html
+    summary = (tiny_run / "results/tables/summary.md").read_text()
+    assert "untrained" in summary
+
+
+def test_tiny_run_editing_a_figure_reruns_only_that_figure(tiny_run):
+    script = tiny_run / "workflow/scripts/figure.py"
+    script.write_text(script.read_text() + "\n# edited\n")
+    out = run_snakemake("-n", "--configfile", "tiny_config.yaml", cwd=tiny_run).stdout
+    rules = planned_rules(out)
+    assert rules and all(r.startswith("figure_") for r in rules), rules
+    assert "extract_embeddings" not in rules

@@ -1,0 +1,1 @@
+"""stimuli stage of avprobe."""

@@ -1,0 +1,15 @@
+"""Entry: markdown digest of all analysis tables.
+
+Reads snakemake.input.{symbolism,rsa,probe,retrieval} (lists of tables),
+snakemake.params.models, snakemake.output.markdown, snakemake.log[0].
+"""
+
+from avprobe.runtime import job_log
+from avprobe.summary import summarize
+
+with job_log(snakemake.log[0]):
+    summarize(
+        {key: list(getattr(snakemake.input, key)) for key in ("symbolism", "rsa", "probe", "retrieval")},
+        snakemake.params.models,
+        snakemake.output.markdown,
+    )
