@@ -1,0 +1,687 @@
+"""Figures: behaviour on synthetic tables with known values (no pipeline outputs needed)."""
+
+from __future__ import annotations
+
+import types
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from avprobe.figures import plots, style
+from avprobe.figures.style import plt
+from avprobe.io import TABLE_COLUMNS, tidy_table
+
+MODELS = {
+    "clip": {"family": "clip", "display": "CLIP ViT-B/32", "kind": "pretrained"},
+    "speechclip": {"family": "hf_audio", "display": "SpeechCLIP", "kind": "pretrained"},
+    "clip-untrained": {"family": "clip", "display": "CLIP-tiny (untrained)", "kind": "untrained"},
+    "logmel": {"family": "logmel", "display": "log-mel (baseline)", "kind": "baseline"},
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# synthetic tables (also used by tests/figcheck-style rendering)
+
+
+def symbolism_table(models=("clip", "clip-untrained"), layers=("10", "11", "joint"), seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for m in models:
+        for li, layer in enumerate(layers):
+            for direction in ("geometric", "phonetic"):
+                for form, words in (("speech", "pseudowords"), ("text", "pseudoword_text")):
+                    for voice in (["all", "us_m1"] if form == "speech" else ["all"]):
+                        v = 0.5 + (0.2 if m == "clip" else 0.0) + rng.normal(0, 0.03)
+                        for metric in ("auc", "tau_label"):
+                            rows.append(dict(
+                                analysis="symbolism", set=words, model=m, layer=layer,
+                                layer_index=li, metric=metric, value=v, ci_low=v - 0.04,
+                                ci_high=v + 0.05, p=float(rng.choice([0.0004, 0.004, 0.03, 0.4])),
+                                n=648, form=form, direction=direction, voice=voice, words=words,
+                                images="shapes"))
+    return tidy_table(rows)
+
+
+def scores_table(models=("clip", "clip-untrained"), n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for m in models:
+        shift = 0.08 if m == "clip" else 0.0
+        for direction in ("geometric", "phonetic"):
+            for form in ("speech", "text"):
+                for label in ("sharp", "round"):
+                    for i in range(n):
+                        rows.append(dict(
+                            model=m, layer="joint", layer_index=12, direction=direction,
+                            form=form, stimulus_id=f"{form}-{label}-{i}", label=label,
+                            score=rng.normal(shift if label == "sharp" else -shift, 0.05)))
+    return pd.DataFrame(rows)
+
+
+def rsa_table(models=("clip", "clip-untrained", "logmel"), n_layers=6, partial=False, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for m in models:
+        layers = ["mean"] if m == "logmel" else [str(i) for i in range(n_layers)] + ["joint"]
+        for li, layer in enumerate(layers):
+            for ref in ("label", "sharpness"):
+                for part in ([False, True] if partial else [False]):
+                    v = (0.1 + 0.04 * li if m == "clip" else 0.05) + rng.normal(0, 0.01)
+                    rows.append(dict(
+                        analysis="rsa", set="pseudoword_text", model=m, layer=layer,
+                        layer_index=li, metric=f"rsa_{ref}_spearman", value=v, ci_low=v - 0.03,
+                        ci_high=v + 0.03, p=0.01, n=648, p_fdr=0.02 if li % 2 else 0.2,
+                        reference=ref, partial=part))
+    return tidy_table(rows)
+
+
+def probe_table(models=("clip", "clip-untrained", "logmel"), n_layers=6, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for m in models:
+        layers = ["mean"] if m == "logmel" else [str(i) for i in range(n_layers)]
+        for li, layer in enumerate(layers):
+            for split in ("cv", "voice_heldout"):
+                v = (0.6 + 0.05 * li if m == "clip" else 0.55) + rng.normal(0, 0.01)
+                base = dict(analysis="probe", set="pseudowords", model=m, layer=layer,
+                            layer_index=li, n=648, split=split)
+                rows.append(dict(base, metric="accuracy", value=v, ci_low=v - 0.02,
+                                 ci_high=v + 0.02, p=0.001))
+                rows.append(dict(base, metric="balanced_accuracy", value=v, ci_low=v - 0.02,
+                                 ci_high=v + 0.02, p=0.001))
+                rows.append(dict(base, metric="chance", value=0.5))
+    return tidy_table(rows)
+
+
+def retrieval_table():
+    values = {  # (model, mode) -> direction -> (R@1, R@5, R@10), fractions
+        ("speechclip", "end_to_end"): {"speech→image": (0.391, 0.720, 0.830),
+                                       "image→speech": (0.545, 0.845, 0.932)},
+        ("clip", "cascade"): {"speech→image": (0.588, 0.839, 0.905),
+                              "image→speech": (0.774, 0.934, 0.970)},
+        ("clip", "text"): {"speech→image": (0.685, 0.899, 0.945)},
+        ("clip-untrained", "text"): {"speech→image": (0.012, 0.05, 0.1),
+                                     "image→speech": (0.011, 0.048, 0.097)},
+    }
+    rows = []
+    for (m, mode), dirs in values.items():
+        for direction, recalls in dirs.items():
+            for k, v in zip((1, 5, 10), recalls):
+                rows.append(dict(analysis="retrieval", set="captions", model=m, layer="joint",
+                                 layer_index=0, metric=f"R@{k}", value=v, ci_low=v - 0.01,
+                                 ci_high=v + 0.01, n=1000, mode=mode, direction=direction,
+                                 name=f"{m}_{mode}"))
+    return tidy_table(rows)
+
+
+def rdm_entry(n_per_class=5, model="clip", set_name="shapes", seed=0):
+    """Interleaved labels; distances 0.1 within class, 0.9 across, plus tiny noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.array(["round", "sharp"] * n_per_class)
+    same = labels[:, None] == labels[None, :]
+    mats = {}
+    for layer in ("0", "1", "2", "3", "joint"):
+        m = np.where(same, 0.1, 0.9) + rng.uniform(0, 0.01, same.shape)
+        m = (m + m.T) / 2
+        np.fill_diagonal(m, 0.0)
+        mats[layer] = m
+    return {"set": set_name, "model": model, "labels": labels, "rdms": mats}
+
+
+def write_stimuli(root: Path, voices=("us_m1", "gb_f4"), per_class=4, sr=16000):
+    """Tiny shapes + pseudowords trees with manifests whose paths are relative to them."""
+    import soundfile as sf
+    from PIL import Image
+
+    shapes_dir = root / "shapes"
+    (shapes_dir / "images").mkdir(parents=True)
+    rows = []
+    for label in ("sharp", "round"):
+        for i in range(per_class):
+            img = np.full((32, 32, 3), 255, np.uint8)
+            if label == "sharp":
+                for r in range(32):
+                    img[r, 16 - r // 2: 16 + r // 2] = 0
+            else:
+                yy, xx = np.mgrid[:32, :32]
+                img[(yy - 16) ** 2 + (xx - 16) ** 2 < 100] = 0
+            path = f"images/{label}_{i}.png"
+            Image.fromarray(img).save(shapes_dir / path)
+            rows.append(dict(stimulus_id=f"{label}_{i}", path=path, label=label,
+                             sharpness=(1 if label == "sharp" else -1) * (i + 1) / per_class))
+    pd.DataFrame(rows).to_parquet(shapes_dir / "manifest.parquet")
+
+    words_dir = root / "pseudowords"
+    (words_dir / "audio").mkdir(parents=True)
+    rows = []
+    t = np.arange(int(0.4 * sr)) / sr
+    for word, label, f0 in (("kiki", "sharp", 3000.0), ("bouba", "round", 400.0),
+                            ("tepi", "sharp", 2000.0)):
+        for v in voices:
+            wav = (0.2 * np.sin(2 * np.pi * f0 * t)).astype(np.float32)
+            path = f"audio/{word}_{v}.wav"
+            sf.write(words_dir / path, wav, sr, subtype="FLOAT")
+            rows.append(dict(stimulus_id=f"{word}_{v}", path=path, word=word, voice=v,
+                             engine="espeak", label=label, is_reference=word in ("kiki", "bouba"),
+                             sample_rate=sr, duration=0.4, peak=0.2, rms=0.14))
+    pd.DataFrame(rows).to_parquet(words_dir / "manifest.parquet")
+    return shapes_dir / "manifest.parquet", words_dir / "manifest.parquet"
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def by_gid(fig, prefix):
+    return [a for ax in fig.axes for a in ax.get_children()
+            if (a.get_gid() or "").startswith(prefix)]
+
+
+def texts(fig):
+    out = [t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text"))]
+    return [t for t in out if t]
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+# ---------------------------------------------------------------------------------------------
+# style
+
+
+def test_model_styles_are_deterministic_and_controls_grey_dashed():
+    a = style.model_styles(MODELS)
+    b = style.model_styles(dict(MODELS))
+    assert a == b
+    assert not style.is_grey(a["clip"].color) and a["clip"].linestyle == "-"
+    assert a["clip"].color != a["speechclip"].color
+    assert style.is_grey(a["clip-untrained"].color) and a["clip-untrained"].linestyle == "--"
+    assert a["clip-untrained"].hatch and a["logmel"].hatch
+    assert style.is_grey(a["logmel"].color) and a["logmel"].linestyle == ":"
+    assert a["clip"].display == "CLIP ViT-B/32"
+    # a control without "(untrained)" in its display name gets it appended
+    s = style.model_styles({"x": {"kind": "untrained", "display": "X"}})
+    assert s["x"].display == "X (untrained)"
+    # unknown models (not in config) are styled after the configured ones
+    s = style.model_styles(MODELS, extra=["zzz"])
+    assert s["zzz"].order == len(MODELS) and s["zzz"].display == "zzz"
+
+
+@pytest.mark.parametrize("p,mark", [(0.0009, "***"), (0.001, "**"), (0.009, "**"),
+                                    (0.01, "*"), (0.049, "*"), (0.05, ""), (np.nan, ""),
+                                    (None, "")])
+def test_stars(p, mark):
+    assert style.stars(p) == mark
+
+
+def test_save_writes_pdf_with_truetype_fonts_and_png(tmp_path):
+    fig = plots.symbolism_auc(symbolism_table(), MODELS)
+    pdf, png = style.save(fig, tmp_path / "sub" / "auc")
+    assert pdf == tmp_path / "sub" / "auc.pdf" and png == tmp_path / "sub" / "auc.png"
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF")
+    # Type 42 embeds TrueType programs as /FontFile2 and never Type 3 glyph procedures.
+    raw = data + b"".join(_inflate_streams(data))
+    assert b"/FontFile2" in raw
+    assert b"/Subtype /Type3" not in raw
+    assert png.read_bytes().startswith(b"\x89PNG")
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert abs(im.info["dpi"][0] - style.DPI) < 1
+    assert not [p for p in (tmp_path / "sub").iterdir() if p.name.endswith(".tmp")]
+
+
+def _inflate_streams(data: bytes):
+    for chunk in data.split(b"stream")[1:]:
+        body = chunk.split(b"endstream")[0].strip(b"\r\n")
+        try:
+            yield zlib.decompress(body)
+        except zlib.error:
+            pass
+
+
+# ---------------------------------------------------------------------------------------------
+# symbolism_auc
+
+
+def test_auc_error_bars_span_exactly_the_ci_and_chance_at_half():
+    df = symbolism_table()
+    fig = plots.symbolism_auc(df, MODELS)
+    auc = df[(df.metric == "auc") & (df.voice == "all")]
+    for _, r in auc.iterrows():
+        (ci,) = [a for a in by_gid(fig, f"ci:{r.model}:{r.layer}:{r.form}")
+                 if a.axes.get_title().startswith(r.direction)]
+        (seg,) = ci.get_segments()
+        assert seg[0][1] == pytest.approx(r.ci_low) and seg[1][1] == pytest.approx(r.ci_high)
+        assert seg[0][0] == pytest.approx(seg[1][0])  # vertical
+        (pt,) = [a for a in by_gid(fig, f"point:{r.model}:{r.layer}:{r.form}")
+                 if a.axes is ci.axes]
+        assert pt.get_ydata()[0] == pytest.approx(r.value)
+        assert pt.get_xdata()[0] == pytest.approx(seg[0][0])
+    chance = by_gid(fig, "chance")
+    assert len(chance) == 2  # one per direction facet
+    for line in chance:
+        assert list(line.get_ydata()) == [0.5, 0.5]
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["geometric score", "phonetic score"]
+
+
+def test_auc_significance_marks_exactly_for_p_below_05():
+    df = symbolism_table()
+    auc = df[(df.metric == "auc") & (df.voice == "all")]
+    fig = plots.symbolism_auc(df, MODELS)
+    marks = sorted(a.get_text() for a in by_gid(fig, "significance"))
+    expected = sorted(style.stars(p) for p in auc.p if p < 0.05)
+    assert marks == expected and len(marks) < len(auc)
+    # each mark sits on the CI top of its point
+    for a in by_gid(fig, "significance"):
+        x, y = a.xy
+        assert any(y == pytest.approx(hi) for hi in auc.ci_high)
+
+
+def test_auc_untrained_drawn_grey_dashed_and_speech_text_side_by_side():
+    fig = plots.symbolism_auc(symbolism_table(), MODELS)
+    (trend,) = [a for a in by_gid(fig, "trend:clip-untrained:speech")
+                if a.axes.get_title().startswith("geometric")]
+    assert trend.get_linestyle() == "--" and style.is_grey(trend.get_color())
+    (trend,) = [a for a in by_gid(fig, "trend:clip:speech")
+                if a.axes.get_title().startswith("geometric")]
+    assert trend.get_linestyle() == "-" and not style.is_grey(trend.get_color())
+    sp = by_gid(fig, "point:clip:joint:speech")[0]
+    tx = by_gid(fig, "point:clip:joint:text")[0]
+    assert sp.get_xdata()[0] < tx.get_xdata()[0]
+    assert sp.get_markerfacecolor() != tx.get_markerfacecolor()  # filled vs hollow
+    for ci in by_gid(fig, "ci:clip-untrained"):
+        assert style.is_grey(ci.get_color()[0])
+
+
+def test_auc_single_model_single_layer_and_empty():
+    df = symbolism_table(models=("clip",), layers=("joint",))
+    fig = plots.symbolism_auc(df, MODELS)
+    assert len(by_gid(fig, "point:clip:joint")) == 4
+    assert any("CLIP ViT-B/32" in t for t in texts(fig))
+    fig = plots.symbolism_auc(df.iloc[0:0], MODELS)
+    assert "no rows" in " ".join(texts(fig))
+    fig = plots.symbolism_auc(pd.DataFrame(), MODELS)
+    assert "no rows" in " ".join(texts(fig))
+
+
+# ---------------------------------------------------------------------------------------------
+# symbolism_scores
+
+
+def test_scores_violins_per_label_and_medians():
+    df = scores_table()
+    fig = plots.symbolism_scores(df, MODELS)
+    violins = by_gid(fig, "violin:")
+    assert len(violins) == 2 * 2 * 2 * 2  # model × direction × form × label
+    sharp = by_gid(fig, "violin:clip:geometric:speech:sharp")[0]
+    assert np.allclose(sharp.get_edgecolor()[0][:3],
+                       plt.matplotlib.colors.to_rgb(style.LABEL_COLORS["sharp"]))
+    sub = df[(df.model == "clip") & (df.direction == "geometric") & (df.form == "speech")
+             & (df.label == "round")]
+    (med,) = by_gid(fig, "median:clip:geometric:speech:round")
+    assert med.get_ydata()[0] == pytest.approx(sub.score.median())
+    # untrained controls: dashed violin outlines
+    ctrl = by_gid(fig, "violin:clip-untrained:geometric:speech:sharp")[0]
+    assert ctrl.get_linestyle()[0][1] is not None
+
+
+def test_scores_picks_joint_layer_and_handles_tiny_and_empty():
+    df = scores_table(models=("clip",), n=2)
+    other = df.assign(layer="3", layer_index=3, score=df.score + 100)
+    fig = plots.symbolism_scores(pd.concat([df, other]), MODELS)
+    for med in by_gid(fig, "median:"):
+        assert med.get_ydata()[0] < 50  # the joint layer, not layer 3
+    assert by_gid(fig, "points:")  # n=2 per group: points instead of a violin
+    fig = plots.symbolism_scores(df.iloc[0:0], MODELS)
+    assert "no rows" in " ".join(texts(fig))
+    fig = plots.symbolism_scores(pd.DataFrame({"model": ["clip"]}), MODELS)
+    assert "no rows" in " ".join(texts(fig))
+
+
+# ---------------------------------------------------------------------------------------------
+# rsa / probes
+
+
+def test_rsa_layers_curves_bands_and_baseline_line():
+    df = rsa_table()
+    fig = plots.rsa_layers(df, MODELS)
+    visible = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert [ax.get_title() for ax in visible] == ["label RDM", "sharpness RDM"]
+    clip = df[(df.model == "clip") & (df.reference == "label")].sort_values("layer_index")
+    line = [a for a in by_gid(fig, "line:clip") if a.axes.get_title() == "label RDM"][0]
+    assert np.allclose(line.get_ydata(), clip.value)
+    assert np.allclose(line.get_xdata(), clip.layer_index)
+    band = [a for a in by_gid(fig, "band:clip") if a.axes.get_title() == "label RDM"][0]
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert ys.min() == pytest.approx(clip.ci_low.min()) and ys.max() == pytest.approx(
+        clip.ci_high.max())
+    ctrl = by_gid(fig, "line:clip-untrained")[0]
+    assert ctrl.get_linestyle() == "--" and style.is_grey(ctrl.get_color())
+    base = [a for a in by_gid(fig, "line:logmel") if a.axes.get_title() == "label RDM"][0]
+    val = df[(df.model == "logmel") & (df.reference == "label")].value.iloc[0]
+    assert list(base.get_ydata()) == [pytest.approx(val)] * 2  # horizontal line
+    assert base.get_linestyle() == ":"
+    # filled markers exactly where p_fdr < .05
+    sig = [a for a in by_gid(fig, "sig:clip") if a.axes.get_title() == "label RDM"][0]
+    assert np.allclose(sig.get_xdata(), clip[clip.p_fdr < 0.05].layer_index)
+    # x tick labels name the layers, "joint" included
+    labels = [t.get_text() for t in line.axes.get_xticklabels()]
+    assert labels[-1] == "joint"
+
+
+def test_rsa_partial_split_out_and_missing_partial_rows():
+    df = rsa_table(partial=True)
+    full = plots.rsa_layers(df, MODELS)
+    part = plots.rsa_partial(df, MODELS)
+    a = [x for x in by_gid(full, "line:clip") if x.axes.get_title() == "label RDM"][0]
+    b = [x for x in by_gid(part, "line:clip") if x.axes.get_title().startswith("label")][0]
+    exp_a = df[(df.model == "clip") & (df.reference == "label") & ~df.partial.astype(bool)]
+    exp_b = df[(df.model == "clip") & (df.reference == "label") & df.partial.astype(bool)]
+    assert np.allclose(a.get_ydata(), exp_a.sort_values("layer_index").value)
+    assert np.allclose(b.get_ydata(), exp_b.sort_values("layer_index").value)
+    fig = plots.rsa_partial(rsa_table(partial=False), MODELS)
+    assert "no rows" in " ".join(texts(fig))
+
+
+def test_rsa_single_model_single_layer():
+    df = rsa_table(models=("clip",), n_layers=0)  # only the joint layer
+    fig = plots.rsa_layers(df, MODELS)
+    assert by_gid(fig, "ci:clip")  # a point with its CI, not a band of zero width
+    df = rsa_table(models=("logmel",))
+    fig = plots.rsa_layers(df, MODELS)
+    assert by_gid(fig, "line:logmel")
+
+
+def test_probe_layers_chance_line_and_split_facets():
+    df = probe_table()
+    fig = plots.probe_layers(df, MODELS)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert titles == ["cross-validation", "transfer: voice_heldout"]
+    chance = by_gid(fig, "chance")
+    assert len(chance) == 2 and all(list(c.get_ydata()) == [0.5, 0.5] for c in chance)
+    acc = df[(df.model == "clip") & (df.metric == "accuracy") & (df.split == "cv")]
+    line = [a for a in by_gid(fig, "line:clip") if a.axes.get_title() == "cross-validation"][0]
+    assert np.allclose(line.get_ydata(), acc.sort_values("layer_index").value)
+    # chance from the table, not assumed
+    fig = plots.probe_layers(df.assign(value=np.where(df.metric == "chance", 0.25, df.value)),
+                             MODELS)
+    assert all(list(c.get_ydata()) == [0.25, 0.25] for c in by_gid(fig, "chance"))
+    assert "no rows" in " ".join(texts(plots.probe_layers(df.iloc[0:0], MODELS)))
+
+
+# ---------------------------------------------------------------------------------------------
+# retrieval
+
+
+def test_retrieval_markdown_has_the_right_numbers_in_the_right_cells():
+    md, tex = plots.retrieval_tables(retrieval_table(), MODELS)
+    lines = [line for line in md.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header == ["model", "mode",
+                      "speech→image R@1", "speech→image R@5", "speech→image R@10",
+                      "image→speech R@1", "image→speech R@5", "image→speech R@10"]
+    rows = {tuple(c.strip() for c in line.strip("|").split("|"))[:2]:
+            [c.strip() for c in line.strip("|").split("|")][2:] for line in lines[2:]}
+    assert list(rows) == [("CLIP ViT-B/32", "cascade"), ("CLIP ViT-B/32", "text"),
+                          ("SpeechCLIP", "end-to-end"), ("CLIP-tiny (untrained)", "text")]
+    assert rows[("SpeechCLIP", "end-to-end")] == ["39.1", "72.0", "83.0", "54.5", "84.5", "93.2"]
+    assert rows[("CLIP ViT-B/32", "text")] == ["68.5", "89.9", "94.5", "–", "–", "–"]
+    assert rows[("CLIP-tiny (untrained)", "text")][:3] == ["1.2", "5.0", "10.0"]
+    # LaTeX: multicolumn direction headers, escaped arrows, same numbers
+    assert r"\multicolumn{3}{c}{speech$\rightarrow$image}" in tex
+    assert r"\cmidrule(lr){3-5} \cmidrule(lr){6-8}" in tex
+    assert "SpeechCLIP & end-to-end & 39.1 & 72.0 & 83.0 & 54.5 & 84.5 & 93.2" in tex
+    assert r"\emph{Untrained controls}" in tex
+
+
+def test_retrieval_percent_input_kept_and_empty():
+    df = retrieval_table()
+    df["value"] *= 100
+    md, _ = plots.retrieval_tables(df, MODELS)
+    assert "| 39.1 | 72.0 | 83.0 |" in md
+    md, tex = plots.retrieval_tables(df.iloc[0:0], MODELS)
+    assert "No retrieval rows" in md
+
+
+def test_retrieval_recall_bars_heights_and_hatched_controls():
+    df = retrieval_table()
+    fig = plots.retrieval_recall(df, MODELS)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert titles == ["speech→image", "image→speech"]
+    (bar,) = by_gid(fig, "bar:speechclip_end_to_end:speech→image:R@5")
+    assert bar.get_height() == pytest.approx(72.0)
+    (ctrl,) = by_gid(fig, "bar:clip-untrained_text:image→speech:R@10")
+    assert ctrl.get_hatch() and style.is_grey(ctrl.get_facecolor())
+    assert not bar.get_hatch()
+    bars = by_gid(fig, "bar:")
+    assert len(bars) == len(df)
+    one = plots.retrieval_recall(df[df.model == "speechclip"].head(1), MODELS)
+    assert len(by_gid(one, "bar:")) == 1
+    assert "no rows" in " ".join(texts(plots.retrieval_recall(df.iloc[0:0], MODELS)))
+
+
+# ---------------------------------------------------------------------------------------------
+# RDM heatmaps
+
+
+def test_class_order_is_stable_and_sharp_first():
+    order, bounds, classes = plots.class_order(["round", "sharp", "round", "sharp", "sharp"])
+    assert list(order) == [1, 3, 4, 0, 2] and bounds == [3] and classes == ["sharp", "round"]
+
+
+def test_rdm_heatmap_orders_stimuli_by_class_and_marks_boundary():
+    entry = rdm_entry(n_per_class=5)
+    fig = plots.rdm_heatmaps([entry], MODELS, layers=["0", "joint"], percentile=False)
+    images = [a for a in by_gid(fig, "rdm:clip:shapes:")]
+    assert [im.get_gid().split(":")[-1] for im in images] == ["0", "joint"]
+    shown = images[0].get_array()
+    order, _, _ = plots.class_order(entry["labels"])
+    assert np.allclose(shown, entry["rdms"]["0"][np.ix_(order, order)])
+    # block structure: within-class blocks low, across-class high
+    assert shown[:5, :5].max() < 0.2 and shown[5:, 5:].max() < 0.2 and shown[:5, 5:].min() > 0.8
+    bounds = by_gid(fig, "class-boundary")
+    assert {tuple(b.get_xdata()) if b.get_xdata()[0] == b.get_xdata()[1] else
+            tuple(b.get_ydata()) for b in bounds} == {(5, 5)}
+    ax = images[0].axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["sharp", "round"]
+
+
+def test_rdm_heatmap_defaults_percentile_downsampling_and_empty(tmp_path):
+    entry = rdm_entry(n_per_class=40)
+    fig = plots.rdm_heatmaps([entry, rdm_entry(model="clip-untrained")], MODELS, max_size=20)
+    images = by_gid(fig, "rdm:")
+    assert len(images) == 6  # first, middle, last layer per file
+    assert [im.get_gid().split(":")[-1] for im in images[:3]] == ["0", "2", "joint"]
+    arr = images[0].get_array()
+    assert arr.shape == (20, 20) and np.nanmin(arr) >= 0 and np.nanmax(arr) <= 100
+    assert "no rows" in " ".join(texts(plots.rdm_heatmaps([], MODELS)))
+    # npz round trip: keys <layer> and labels, set/model from the path
+    path = tmp_path / "rsa" / "shapes" / "clip.rdms.npz"
+    path.parent.mkdir(parents=True)
+    np.savez(path, labels=entry["labels"], **entry["rdms"])
+    loaded = plots.read_rdms(path)
+    assert loaded["set"] == "shapes" and loaded["model"] == "clip"
+    assert list(loaded["rdms"]) == ["0", "1", "2", "3", "joint"]
+
+
+def test_default_rdm_layers_orders_numerically():
+    assert plots.default_rdm_layers(["10", "2", "joint", "0", "5"]) == ["0", "5", "joint"]
+    assert plots.default_rdm_layers(["mean"]) == ["mean"]
+
+
+# ---------------------------------------------------------------------------------------------
+# stimulus montage
+
+
+def test_stimulus_montage_reads_relative_paths(tmp_path):
+    shapes, words = write_stimuli(tmp_path)
+    fig = plots.stimulus_montage(pd.read_parquet(shapes), pd.read_parquet(words),
+                                 shapes_root=shapes.parent, pseudowords_root=words.parent,
+                                 n_per_class=3)
+    assert len(by_gid(fig, "shape:sharp")) == 3 and len(by_gid(fig, "shape:round")) == 3
+    specs = by_gid(fig, "spectrogram:")
+    assert sorted(s.get_gid() for s in specs) == sorted(
+        f"spectrogram:{w}:{v}" for w in ("kiki", "bouba") for v in ("us_m1", "gb_f4"))
+    # kiki is a 3 kHz tone, bouba 400 Hz: the spectrogram's peak frequency shows it
+    for s in specs:
+        arr = np.asarray(s.get_array()).reshape(len(s._coordinates) - 1, -1)
+        freqs = s._coordinates[:-1, 0, 1]
+        peak = freqs[arr.mean(axis=1).argmax()]
+        assert (peak > 2.5) if ":kiki:" in s.get_gid() else (peak < 0.6)
+
+
+def test_stimulus_montage_empty_manifests():
+    fig = plots.stimulus_montage(pd.DataFrame(), pd.DataFrame())
+    assert " ".join(texts(fig)).count("no rows") == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# entry script
+
+
+def _run_entry(figure, inputs, outputs, tmp_path, params=None):
+    import runpy
+
+    def namedlist(d):
+        ns = types.SimpleNamespace(**d)
+        return ns
+
+    snakemake = types.SimpleNamespace(
+        params=namedlist(dict(figure=figure, models=MODELS, **(params or {}))),
+        input=namedlist(inputs),
+        output=namedlist(outputs),
+        log=[str(tmp_path / "logs" / f"{figure}.log")],
+        threads=1,
+    )
+    script = Path(__file__).resolve().parents[1] / "workflow" / "scripts" / "figure.py"
+    runpy.run_path(str(script), init_globals={"snakemake": snakemake})
+
+
+def test_entry_script_table_figures(tmp_path):
+    tables = {}
+    for name, df in (("rsa", rsa_table(partial=True)), ("ret", retrieval_table())):
+        tables[name] = tmp_path / f"{name}.parquet"
+        df.to_parquet(tables[name])
+    # two files concatenated: a second retrieval table with another system
+    extra = retrieval_table().query("model == 'speechclip'").assign(
+        model="clip", mode="fusion", name="clip_fusion")
+    extra.to_parquet(tmp_path / "ret2.parquet")
+    # every table figure goes through the same code path; saving is the slow part, so two
+    # figures go all the way to disk and the rest only check the name → function mapping
+    from avprobe.figures.render import TABLE_FIGURES
+
+    assert set(TABLE_FIGURES) == {"symbolism_auc", "symbolism_scores", "rsa_layers",
+                                  "rsa_partial", "probe_layers", "retrieval_recall"}
+    jobs = {
+        "rsa_partial": [tables["rsa"]],
+        "retrieval_recall": [tables["ret"], tmp_path / "ret2.parquet"],
+    }
+    for figure, paths in jobs.items():
+        out = {"pdf": str(tmp_path / "fig" / f"{figure}.pdf"),
+               "png": str(tmp_path / "fig" / f"{figure}.png")}
+        if figure == "retrieval_recall":
+            out.update(markdown=str(tmp_path / "ret.md"), latex=str(tmp_path / "ret.tex"))
+        _run_entry(figure, {"tables": [str(p) for p in paths]}, out, tmp_path)
+        assert Path(out["pdf"]).read_bytes().startswith(b"%PDF")
+        assert Path(out["png"]).stat().st_size > 1000
+    md = (tmp_path / "ret.md").read_text()
+    assert "fusion" in md and "39.1" in md
+    assert (tmp_path / "ret.tex").read_text().startswith("% Recall@K")
+
+
+def test_entry_script_rdm_montage_and_empty_table(tmp_path):
+    entry = rdm_entry()
+    npz = tmp_path / "rsa" / "shapes" / "clip.rdms.npz"
+    npz.parent.mkdir(parents=True)
+    np.savez(npz, labels=entry["labels"], **entry["rdms"])
+    out = {"pdf": str(tmp_path / "rdm.pdf"), "png": str(tmp_path / "rdm.png")}
+    _run_entry("rdm_heatmaps", {"rdms": [str(npz)]}, out, tmp_path,
+               params={"options": {"layers": ["1", "joint"]}})
+    assert Path(out["png"]).exists()
+    shapes, words = write_stimuli(tmp_path / "stimuli")
+    out = {"pdf": str(tmp_path / "m.pdf"), "png": str(tmp_path / "m.png")}
+    _run_entry("stimulus_montage", {"shapes": str(shapes), "shapes_dir": "x",
+                                    "pseudowords": str(words), "pseudowords_dir": "y"},
+               out, tmp_path)
+    assert Path(out["pdf"]).exists()
+    empty = tmp_path / "empty.parquet"
+    pd.DataFrame(columns=list(TABLE_COLUMNS)).to_parquet(empty)
+    out = {"pdf": str(tmp_path / "e.pdf"), "png": str(tmp_path / "e.png")}
+    _run_entry("probe_layers", {"tables": [str(empty)]}, out, tmp_path)
+    assert Path(out["png"]).exists()
+    with pytest.raises(ValueError, match="unknown figure"):
+        _run_entry("nope", {}, out, tmp_path)
+
+
+@pytest.mark.parametrize("figure,table", [
+    ("symbolism_auc", symbolism_table), ("rsa_layers", rsa_table), ("probe_layers", probe_table),
+    ("retrieval_recall", retrieval_table), ("symbolism_scores", scores_table),
+])
+def test_every_table_figure_draws_a_single_row(figure, table):
+    df = table()
+    if figure == "probe_layers":
+        one = df[df.metric == "accuracy"].head(1)
+    elif figure == "symbolism_auc":
+        one = df[(df.metric == "auc") & (df.voice == "all")].head(1)
+    else:
+        one = df.head(1)
+    fig = getattr(plots, figure)(one, MODELS)
+    assert "no rows" not in " ".join(texts(fig))
+    assert by_gid(fig, "point:") or by_gid(fig, "line:") or by_gid(fig, "bar:") or by_gid(
+        fig, "points:") or by_gid(fig, "ci:")
+
+
+# ---------------------------------------------------------------------------------------------
+# the layouts the analysis stage actually writes
+
+
+def test_read_rdms_stacked_layout_of_the_rsa_analysis(tmp_path):
+    entry = rdm_entry(n_per_class=4)
+    names = list(entry["rdms"])
+    path = tmp_path / "pseudowords" / "clip-untrained.rdms.npz"
+    path.parent.mkdir()
+    np.savez_compressed(path, rdms=np.stack([entry["rdms"][n] for n in names]).astype(np.float32),
+                        layers=np.array(names), layer_index=np.arange(len(names)),
+                        unit_id=np.array([f"u{i}" for i in range(8)]), label=entry["labels"],
+                        distance=np.asarray("cosine"))
+    loaded = plots.read_rdms(path)
+    assert loaded["set"] == "pseudowords" and loaded["model"] == "clip-untrained"
+    assert list(loaded["rdms"]) == names and list(loaded["labels"]) == list(entry["labels"])
+    fig = plots.rdm_heatmaps([loaded], MODELS, layers=["joint"], percentile=False)
+    (im,) = by_gid(fig, "rdm:")
+    order, _, _ = plots.class_order(entry["labels"])
+    assert np.allclose(im.get_array(), entry["rdms"]["joint"][np.ix_(order, order)], atol=1e-6)
+    assert any("cosine dissimilarity" in t for t in texts(fig))
+
+
+def test_retrieval_uses_one_layer_per_system():
+    df = retrieval_table()
+    hidden = df.assign(layer="3", layer_index=3, value=0.0001, ci_low=0.0, ci_high=0.001)
+    both = pd.concat([hidden, df])
+    md, _ = plots.retrieval_tables(both, MODELS)
+    assert "| SpeechCLIP | end-to-end | 39.1 |" in md  # the joint layer, not layer 3
+    md, _ = plots.retrieval_tables(both, MODELS, layer="3")
+    assert "| SpeechCLIP | end-to-end | 0.0 |" in md
+    fig = plots.retrieval_recall(both, MODELS)
+    assert len(by_gid(fig, "bar:")) == len(df)
+
+
+def test_probe_chance_column_and_targets():
+    df = probe_table()
+    df = df[df.metric != "chance"].assign(chance=0.3, target="label")
+    voice = df.assign(target="voice", chance=1 / 6, value=df.value - 0.3,
+                      ci_low=df.ci_low - 0.3, ci_high=df.ci_high - 0.3)
+    fig = plots.probe_layers(pd.concat([df, voice]), MODELS)
+    chance = sorted({round(c.get_ydata()[0], 3) for c in by_gid(fig, "chance")})
+    assert chance == [round(1 / 6, 3), 0.3]
+    ylabels = [ax.get_ylabel() for ax in fig.axes if ax.get_visible() and ax.get_ylabel()]
+    assert ylabels == ["pseudowords · label\nprobe accuracy", "pseudowords · voice\nprobe accuracy"]
