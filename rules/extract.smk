@@ -21,7 +21,7 @@ rule extract_embeddings:
         set=lambda wildcards: wildcards.set,
         model=lambda wildcards: wildcards.model,
         spec=lambda wildcards: MODELS[wildcards.model],
-    threads: 2
+    threads: lambda wildcards: MODELS[wildcards.model]["threads"]
     resources:
         gpu=lambda wildcards: plan.gpus_for(MODELS[wildcards.model]),
         mem_mb=lambda wildcards: MODELS[wildcards.model]["mem_mb"],

@@ -15,6 +15,9 @@ from .io import atomic_path
 
 log = logging.getLogger(__name__)
 
+#: Weights for other frameworks that transformers' PyTorch path never reads.
+OTHER_FRAMEWORKS = ["*.h5", "*.msgpack", "tf_model*", "flax_model*", "rust_model*", "*.ot", "*.onnx*"]
+
 
 def pretrained_sources(models: Mapping[str, dict]) -> dict[str, dict]:
     """The models that come from a hub (not baselines, controls or local folders)."""
@@ -35,7 +38,9 @@ def prefetch(models: Mapping[str, dict], out_path: str | os.PathLike) -> dict:
     for name, entry in sorted(pretrained_sources(models).items()):
         log.info("fetching %s (%s@%s)", name, entry["source"], entry["revision"])
         try:
-            folder = snapshot_download(entry["source"], revision=entry["revision"])
+            folder = snapshot_download(
+                entry["source"], revision=entry["revision"], ignore_patterns=OTHER_FRAMEWORKS
+            )
         except Exception as err:  # the hub library raises many kinds; all mean the same here
             raise RuntimeError(
                 f"could not download model {name!r} ({entry['source']}@{entry['revision']}): "

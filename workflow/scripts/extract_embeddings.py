@@ -1,0 +1,23 @@
+"""Embed one stimulus set with one model.
+
+snakemake.input.manifest:          results/stimuli/<set>/manifest.parquet
+snakemake.input.model_dir_config:  optional; config.json of a built untrained model (its folder is
+                                   loaded instead of params.spec['source'])
+snakemake.params.set / .model / .spec: set name, model name, the model's config['models'] entry
+snakemake.output.embeddings:       results/embeddings/<set>/<model>.parquet
+snakemake.threads, snakemake.log[0]
+"""
+
+from avprobe.extract import extract_embeddings, model_dir_from_config
+from avprobe.runtime import job_log
+
+with job_log(snakemake.log[0] if snakemake.log else None, snakemake.threads):  # noqa: F821
+    extract_embeddings(
+        snakemake.input.manifest,  # noqa: F821
+        snakemake.params.set,  # noqa: F821
+        snakemake.params.model,  # noqa: F821
+        dict(snakemake.params.spec),  # noqa: F821
+        snakemake.output.embeddings,  # noqa: F821
+        model_dir=model_dir_from_config(getattr(snakemake.input, "model_dir_config", None)),  # noqa: F821
+        threads=snakemake.threads,  # noqa: F821
+    )
