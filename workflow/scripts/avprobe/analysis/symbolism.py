@@ -1,0 +1,551 @@
+"""Zero-shot sound symbolism (kiki–bouba) in a shared audio/text–image space (seed 000).
+
+Words (``pseudowords`` audio clips or ``pseudoword_text``) and images (``shapes``) are
+embedded by ONE model into one space: its ``joint`` layer, plus any other layer name present
+in both embedding files with the same width (those hidden layers are not trained to be
+aligned; the ``space`` column says ``joint`` or ``unaligned``). Embeddings are L2-normalised
+and compared by cosine similarity.
+
+Scores (names follow ``shared/reference/facts.md`` and Alper & Averbuch-Elor: a score is
+named after its *anchors*):
+
+* ``direction = "geometric"`` — each **word** is scored against the **image** anchors:
+  mean cosine to round shapes − mean cosine to sharp shapes (``scored = "words"``).
+* ``direction = "phonetic"`` — each **image** is scored against the **word** anchors:
+  mean cosine to round pseudowords − mean cosine to sharp pseudowords (``scored = "images"``).
+  Reference words (kiki, bouba) are never anchors and never scored items.
+
+A positive score means "round". Metrics per direction (``metric`` column):
+
+* ``auc`` — ROC-AUC of the score for the label (round = 1); equals
+  ``sklearn.metrics.roc_auc_score``. Chance 0.5.
+* ``tau_label`` — Kendall's tau-b between the label (round = 1) and the score; equals
+  ``scipy.stats.kendalltau``.
+* ``tau_sharpness`` — Kendall's tau-b between the score and ``-sharpness`` of the scored items
+  (roundness positive), when the scored set has a ``sharpness`` column.
+* ``delta_p_kb`` (geometric only) — share of pseudowords whose score is below *bouba*'s minus
+  the share below *kiki*'s. Each word is compared with the reference clips of its own voice
+  (or template) when the words set has one; a reference with several rows in a group is
+  averaged. +1 = perfectly kiki–bouba-like, 0 = none, negative = reversed.
+
+Inference (all seeded, vectorised):
+
+* ``auc`` / ``tau_label``: permutation test shuffling the scored items' labels
+  (``n_permutations``), two-sided around 0.5 / 0. ``tau_label`` is a fixed monotone function
+  of the AUC under label shuffles, so both share one null.
+* ``tau_sharpness``: permutation test shuffling the sharpness values, two-sided.
+* ``delta_p_kb``: permutation test shuffling the *anchor* images' labels (which rebuilds
+  every word's score), two-sided around 0.
+* CIs: percentile bootstrap over scored items (``n_bootstrap``); for ``delta_p_kb`` the
+  anchor images are resampled too (each resample rebuilds the score direction), since the
+  statistic hinges on where two reference words fall along that direction.
+* Repeated measures: when the scored words repeat a ``word`` (one word spoken by several
+  voices, or several text templates), labels and sharpness are shuffled and items are
+  resampled **per word** (cluster permutation / cluster bootstrap), so the voices of one word
+  are never treated as independent evidence.
+* ``p_fdr``: Benjamini–Hochberg across layers × directions × voices, per metric.
+
+Per-voice breakdown: when the words set has a ``voice`` column every metric is also
+reported per voice (``voice`` column; the pooled result has ``voice = "all"``). For the
+phonetic direction a voice row uses only that voice's clips as anchors.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+from .. import io as avio
+from ..sets import SET_MODALITY
+from . import stats
+
+log = logging.getLogger("avprobe")
+
+ROUND, SHARP = "round", "sharp"
+
+
+# ----------------------------------------------------------------------------- scores
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows scaled to unit L2 norm (float64); all-zero rows stay zero."""
+    x = np.asarray(x, dtype=np.float64)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norm, eps)
+
+
+def anchor_scores(items: np.ndarray, anchors: np.ndarray, anchor_round: np.ndarray) -> np.ndarray:
+    """Mean cosine of each item to the round anchors minus mean cosine to the sharp anchors.
+
+    ``items`` and ``anchors`` are raw embeddings (normalised here). Using class centroids of
+    the normalised anchors is exact: mean_j cos(x, a_j) = x̂ · mean_j â_j.
+    """
+    anchor_round = np.asarray(anchor_round, dtype=bool)
+    if anchor_round.all() or not anchor_round.any():
+        raise ValueError("anchors need both round and sharp items")
+    a = l2_normalize(anchors)
+    direction = a[anchor_round].mean(0) - a[~anchor_round].mean(0)
+    return l2_normalize(items) @ direction
+
+
+def _sorted_ties(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort order of ``scores`` and the start index of every run of equal values."""
+    order = np.argsort(scores, kind="mergesort")
+    s = scores[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    return order, starts
+
+
+def auc_tau(scores: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """ROC-AUC and Kendall tau-b of binary labels vs scores, batched and weighted.
+
+    ``y`` is (n,) or (B, n) of 0/1 (1 = round); ``w`` is None or (B, n) multiplicities
+    (a bootstrap resample: item i appears ``w[b, i]`` times). Returns two (B,) arrays.
+    Ties in the score count one half (AUC) and zero (tau); duplicated items are ties in both
+    variables, exactly as if the resampled vectors were passed to sklearn / scipy.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    n = scores.size
+    y = np.atleast_2d(np.asarray(y, dtype=np.float64))
+    if w is None:
+        w = np.ones((y.shape[0], n))
+    w = np.atleast_2d(np.asarray(w, dtype=np.float64))
+    if w.shape[0] == 0 or y.shape[0] == 0:
+        return np.zeros(0), np.zeros(0)
+    b = max(y.shape[0], w.shape[0])
+    order, starts = _sorted_ties(scores)
+    ys, ws = y[:, order], w[:, order]
+    wpos = np.broadcast_to(ws * ys, (b, n))
+    wneg = np.broadcast_to(ws * (1.0 - ys), (b, n))
+    pos_g = np.add.reduceat(wpos, starts, axis=1)
+    neg_g = np.add.reduceat(wneg, starts, axis=1)
+    below = np.cumsum(neg_g, axis=1) - neg_g
+    u = (pos_g * (below + 0.5 * neg_g)).sum(1)
+    n1, n0 = pos_g.sum(1), neg_g.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = u / (n1 * n0)
+        big_n = n1 + n0
+        n_pairs = big_n * (big_n - 1) / 2
+        tx = n1 * (n1 - 1) / 2 + n0 * (n0 - 1) / 2
+        tot_g = pos_g + neg_g
+        ty = (tot_g * (tot_g - 1) / 2).sum(1)
+        tau = (2 * u - n1 * n0) / np.sqrt((n_pairs - tx) * (n_pairs - ty))
+    return auc, tau
+
+
+def kendall(x: np.ndarray, y: np.ndarray) -> float:
+    """scipy's Kendall tau-b (NaN when a variable is constant)."""
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(scipy.stats.kendalltau(x, y).statistic)
+
+
+#: Above this many distinct values of the second variable, Kendall replicates use sorting.
+MAX_TYPES_VECTORISED = 64
+
+
+def _tie_pairs(sorted_rows: np.ndarray) -> np.ndarray:
+    """Number of pairs of equal values in each row of a row-wise sorted (B, n) array."""
+    b, n = sorted_rows.shape
+    idx = np.arange(n)
+    start = np.ones((b, n), dtype=bool)
+    start[:, 1:] = sorted_rows[:, 1:] != sorted_rows[:, :-1]
+    first = np.maximum.accumulate(np.where(start, idx, 0), axis=1)
+    return (idx - first).sum(1)
+
+
+def _inversions(r: np.ndarray) -> np.ndarray:
+    """Pairs i < j with r[i] > r[j] in each row of a (B, n) array of non-negative ints.
+
+    Bottom-up merge counting, vectorised over rows and runs: at each level every element of a
+    right run is located in its sorted left run with one global ``searchsorted`` (runs are
+    made globally sorted by adding run offsets). O(B · n log² n), no loop over elements.
+    """
+    b, n = r.shape
+    if n < 2:
+        return np.zeros(b, dtype=np.int64)
+    size = 1 << (n - 1).bit_length()
+    big = int(r.max()) + 2
+    cur = np.full((b, size), big - 1, dtype=np.int64)  # padding sorts last, adds no inversion
+    cur[:, :n] = r
+    inv = np.zeros(b, dtype=np.int64)
+    run = 1
+    while run < size:
+        n_pairs = size // (2 * run)
+        runs = cur.reshape(b, n_pairs, 2, run)
+        off = (np.arange(b * n_pairs, dtype=np.int64) * big).reshape(b, n_pairs, 1)
+        left = (runs[:, :, 0, :] + off).ravel()
+        pos = np.searchsorted(left, (runs[:, :, 1, :] + off).ravel(), side="right")
+        not_greater = pos.reshape(b, n_pairs, run) - (np.arange(b * n_pairs) * run).reshape(b, n_pairs, 1)
+        inv += (run - not_greater).reshape(b, -1).sum(1)
+        cur = np.sort(runs.reshape(b, n_pairs, 2 * run), axis=2).reshape(b, size)
+        run *= 2
+    return inv
+
+
+def kendall_rows(xr: np.ndarray, yr: np.ndarray) -> np.ndarray:
+    """Kendall tau-b of each row pair of two (B, n) integer-coded arrays (scipy's formula)."""
+    xr = np.asarray(xr, dtype=np.int64)
+    yr = np.asarray(yr, dtype=np.int64)
+    b, n = xr.shape
+    ky = int(yr.max()) + 1 if yr.size else 1
+    key = xr * ky + yr
+    order = np.argsort(key, axis=1, kind="stable")
+    xs = np.take_along_axis(xr, order, 1)
+    ys = np.take_along_axis(yr, order, 1)
+    dis = _inversions(ys)
+    tot = n * (n - 1) // 2
+    xtie = _tie_pairs(xs)
+    ytie = _tie_pairs(np.sort(yr, axis=1))
+    ntie = _tie_pairs(np.take_along_axis(key, order, 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (tot - xtie - ytie + ntie - 2 * dis) / np.sqrt((tot - xtie).astype(float) * (tot - ytie))
+
+
+def kendall_batch(
+    x: np.ndarray,
+    y: np.ndarray,
+    src: np.ndarray | None = None,
+    w: np.ndarray | None = None,
+    chunk: int = 64,
+) -> np.ndarray:
+    """Kendall tau-b of ``x`` against many versions of ``y``, vectorised.
+
+    Either ``src`` (B, n): replicate b pairs ``x[i]`` with ``y[src[b, i]]`` (a shuffle), or
+    ``w`` (B, n): item i appears ``w[b, i]`` times (a bootstrap resample; duplicates are ties
+    in both variables, as when scipy gets the expanded vectors). Cost O(B · n · K) for K
+    distinct values of ``y`` (weighted one-hot cumulative counts); above
+    ``MAX_TYPES_VECTORISED`` values, sort-based :func:`kendall_rows` (O(B · n log² n)).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    n = x.size
+    if src is None and w is None:
+        src = np.arange(n)[None, :]
+    b_total = len(src) if src is not None else len(w)
+    values, types = np.unique(y, return_inverse=True)
+    k = values.size
+    if b_total == 0:
+        return np.zeros(0)
+    if k > MAX_TYPES_VECTORISED:
+        if src is not None:
+            xi = np.broadcast_to(np.arange(n), (b_total, n))
+            yi = np.asarray(src)
+        else:
+            w = np.asarray(w, dtype=np.int64)
+            xi = yi = np.repeat(np.tile(np.arange(n), b_total), w.ravel()).reshape(b_total, -1)
+        _, x_codes = np.unique(x, return_inverse=True)
+        out = np.empty(b_total)
+        for s in range(0, b_total, chunk):
+            out[s : s + chunk] = kendall_rows(x_codes[xi[s : s + chunk]], types[yi[s : s + chunk]])
+        return out
+    order, starts = _sorted_ties(x)
+    group = np.cumsum(np.r_[False, np.diff(x[order]) != 0])  # score-tie group of each sorted item
+    sgn = np.sign(values[:, None] - values[None, :])  # sign(v_row − v_col)
+    eye = np.eye(k)
+    out = np.empty(b_total)
+    for s in range(0, b_total, chunk):
+        if src is not None:
+            t = types[src[s : s + chunk]][:, order]  # (Bc, n) type of the item at sorted position
+            ww = np.ones(t.shape)
+        else:
+            ww = np.asarray(w[s : s + chunk], dtype=np.float64)[:, order]
+            t = np.broadcast_to(types[order], ww.shape)
+        h = eye[t] * ww[:, :, None]  # (Bc, n, K) weighted one-hot
+        per_group = np.add.reduceat(h, starts, axis=1)  # (Bc, G, K)
+        before = np.cumsum(per_group, axis=1) - per_group  # weight of each type in lower score groups
+        a = before @ sgn.T  # (Bc, G, K): Σ_l before[l] · sign(v_k − v_l)
+        picked = np.take_along_axis(a[:, group, :], t[:, :, None], axis=2)[:, :, 0]
+        c_minus_d = (ww * picked).sum(1)
+        big_n = ww.sum(1)
+        n0 = big_n * (big_n - 1) / 2
+        gw = per_group.sum(2)
+        tx = (gw * (gw - 1) / 2).sum(1)
+        vk = h.sum(1)
+        ty = (vk * (vk - 1) / 2).sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[s : s + chunk] = c_minus_d / np.sqrt((n0 - tx) * (n0 - ty))
+    return out
+
+
+def delta_p_kb(
+    scores: np.ndarray,
+    groups: np.ndarray,
+    bouba: dict,
+    kiki: dict,
+    w: np.ndarray | None = None,
+) -> np.ndarray:
+    """ΔP_kb = P(score < bouba's) − P(score < kiki's), each word vs its group's references.
+
+    ``scores`` (n,) or (n, B) for many score vectors at once; ``bouba``/``kiki`` map a group to
+    the reference score (scalar, or (B,) when scores are batched). ``w`` (B, n) bootstrap
+    multiplicities. Words of groups that lack a reference are left out. Returns (B,).
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    s = s if s.ndim == 2 else s[:, None]
+    groups = np.asarray(groups)
+    keys = [g for g in bouba if g in kiki]
+    keep = np.isin(groups, keys)
+    if not keep.any():
+        return np.full(1 if w is None else len(w), np.nan)
+    codes = pd.Index(keys).get_indexer(groups[keep])
+    width = s.shape[1]
+    bo = np.stack([np.broadcast_to(np.asarray(bouba[g], dtype=float), (width,)) for g in keys])
+    ki = np.stack([np.broadcast_to(np.asarray(kiki[g], dtype=float), (width,)) for g in keys])
+    sk = s[keep]
+    diff = (sk < bo[codes]).astype(float) - (sk < ki[codes]).astype(float)  # (n_keep, B or 1)
+    if w is None:
+        return diff.mean(0)
+    wk = np.asarray(w, dtype=float)[:, keep]  # (Bw, n_keep)
+    if width == 1:
+        return (wk @ diff[:, 0]) / wk.sum(1)
+    return (wk * diff.T).sum(1) / wk.sum(1)
+
+
+# ----------------------------------------------------------------------------- one direction
+def _cluster_codes(frame: pd.DataFrame) -> np.ndarray | None:
+    """Word identity when words repeat (voices/templates): the unit for shuffles/resamples."""
+    if "word" in frame.columns and frame["word"].duplicated().any():
+        return pd.factorize(frame["word"])[0]
+    return None
+
+
+def _item_rows(
+    scores: np.ndarray,
+    frame: pd.DataFrame,
+    rng: np.random.Generator,
+    n_permutations: int,
+    n_bootstrap: int,
+) -> list[dict]:
+    """auc, tau_label, tau_sharpness of one score vector over its scored items."""
+    y = (frame["label"].to_numpy() == ROUND).astype(float)
+    n = y.size
+    clusters = _cluster_codes(frame)
+    groups = clusters if clusters is not None else np.arange(n)
+    rows = []
+    if y.min() == y.max():
+        return rows
+    auc, tau = (v[0] for v in auc_tau(scores, y))
+    src = stats.group_permutations(rng, n_permutations, groups)
+    null_auc, null_tau = auc_tau(scores, y[src])
+    w = stats.bootstrap_weights(rng, n_bootstrap, n, clusters)
+    boot_auc, boot_tau = auc_tau(scores, y[None, :], w)
+    p_auc = stats.perm_pvalue(auc, null_auc, "two-sided", center=0.5)
+    rows.append(dict(metric="auc", value=auc, ci=stats.bootstrap_ci(boot_auc), p=p_auc, n=n))
+    rows.append(dict(metric="tau_label", value=tau, ci=stats.bootstrap_ci(boot_tau),
+                     p=stats.perm_pvalue(tau, null_tau, "two-sided", 0.0), n=n))
+    if "sharpness" in frame.columns and frame["sharpness"].notna().all():
+        roundness = -frame["sharpness"].to_numpy(dtype=float)
+        obs = kendall(scores, roundness)
+        if np.isfinite(obs):
+            null = kendall_batch(scores, roundness, src=src)
+            boot = kendall_batch(scores, roundness, w=w)
+            rows.append(dict(metric="tau_sharpness", value=obs, ci=stats.bootstrap_ci(boot),
+                             p=stats.perm_pvalue(obs, null, "two-sided", 0.0), n=n))
+    return rows
+
+
+def _reference_scores(scores: np.ndarray, frame: pd.DataFrame, group_col: str | None) -> tuple[dict, dict]:
+    """Group → mean score of that group's bouba (round reference) and kiki (sharp reference)."""
+    ref = frame["is_reference"].to_numpy(dtype=bool)
+    lab = frame["label"].to_numpy()
+    grp = frame[group_col].to_numpy() if group_col else np.zeros(len(frame), dtype=int)
+    bouba, kiki = {}, {}
+    for g in pd.unique(grp):
+        m = ref & (grp == g)
+        if (m & (lab == ROUND)).any():
+            bouba[g] = scores[m & (lab == ROUND)].mean(axis=0)
+        if (m & (lab == SHARP)).any():
+            kiki[g] = scores[m & (lab == SHARP)].mean(axis=0)
+    return bouba, kiki
+
+
+def symbolism_layer(
+    words: pd.DataFrame,
+    word_emb: np.ndarray,
+    images: pd.DataFrame,
+    image_emb: np.ndarray,
+    *,
+    n_permutations: int = 1000,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    scores_out: list | None = None,
+) -> list[dict]:
+    """All metrics of one layer. ``words``/``images`` are manifests aligned row-for-row with
+    the embeddings (columns label, is_reference [words], sharpness, voice, word optional).
+
+    Returns rows with keys metric, value, ci_low, ci_high, p, n, direction, scored, voice.
+    When ``scores_out`` is a list, the pooled (``voice = "all"``) per-item scores are appended
+    to it as DataFrames (columns of :data:`SCORE_COLUMNS` that exist).
+    """
+    rng = np.random.default_rng(seed)
+    words = words.reset_index(drop=True)
+    images = images.reset_index(drop=True)
+    if "is_reference" not in words.columns:
+        words = words.assign(is_reference=False)
+    is_ref = words["is_reference"].fillna(False).to_numpy(dtype=bool)
+    img_round = images["label"].to_numpy() == ROUND
+    voice_col = "voice" if "voice" in words.columns else None
+    group_col = voice_col or ("template" if "template" in words.columns else None)
+    breakdown = [("all", np.ones(len(words), dtype=bool))]
+    if voice_col:
+        breakdown += [(str(v), (words[voice_col] == v).to_numpy()) for v in sorted(words[voice_col].unique())]
+
+    img_n = l2_normalize(image_emb)
+    word_n = l2_normalize(word_emb)
+    out: list[dict] = []
+
+    def emit(rows, direction, scored, voice, n_anchors):
+        for r in rows:
+            lo, hi = r.pop("ci")
+            out.append(dict(r, ci_low=lo, ci_high=hi, direction=direction, scored=scored,
+                            voice=voice, n_anchors=n_anchors))
+
+    for voice, in_group in breakdown:
+        scored = in_group & ~is_ref
+        if not scored.any():
+            continue
+        # geometric: words scored against the image anchors --------------------------------
+        a_dir = img_n[img_round].mean(0) - img_n[~img_round].mean(0)
+        s_all = word_n[in_group] @ a_dir
+        wframe = words[in_group].reset_index(drop=True)
+        wref = wframe["is_reference"].fillna(False).to_numpy(dtype=bool)
+        s_words = s_all[~wref]
+        frame = wframe[~wref].reset_index(drop=True)
+        rows = _item_rows(s_words, frame, rng, n_permutations, n_bootstrap)
+        grp = frame[group_col].to_numpy() if group_col else np.zeros(len(frame), dtype=int)
+        bouba, kiki = _reference_scores(s_all, wframe, group_col)
+        dp = delta_p_kb(s_words, grp, bouba, kiki)[0]
+        if np.isfinite(dp):
+            # null: shuffle the anchor images' labels, rebuilding every word's score
+            perms = stats.item_permutations(rng, n_permutations, len(images))
+            yr = img_round[perms]  # (B, n_img)
+            a_mat = (yr / yr.sum(1, keepdims=True) - (~yr) / (~yr).sum(1, keepdims=True)).T
+            s_null = word_n[in_group] @ (img_n.T @ a_mat)  # (n_group_words, B)
+            b_null, k_null = _reference_scores(s_null, wframe, group_col)
+            null = delta_p_kb(s_null[~wref], grp, b_null, k_null)
+            # bootstrap: resample the scored words (per word) AND the anchor images
+            w = stats.bootstrap_weights(rng, n_bootstrap, len(frame), _cluster_codes(frame))
+            wi = stats.bootstrap_weights(rng, n_bootstrap, len(images)).astype(float)
+            wr, ws = wi * img_round, wi * ~img_round
+            d_boot = (wr @ img_n) / wr.sum(1, keepdims=True) - (ws @ img_n) / ws.sum(1, keepdims=True)
+            s_boot = word_n[in_group] @ d_boot.T  # (n_group_words, B)
+            b_boot, k_boot = _reference_scores(s_boot, wframe, group_col)
+            boot = delta_p_kb(s_boot[~wref], grp, b_boot, k_boot, w)
+            rows.append(dict(metric="delta_p_kb", value=dp, ci=stats.bootstrap_ci(boot),
+                             p=stats.perm_pvalue(dp, null, "two-sided", 0.0), n=len(frame)))
+        emit(rows, "geometric", "words", voice, int(len(images)))
+        if scores_out is not None and voice == "all":
+            scores_out.append(_score_frame(wframe, s_all, "geometric", "words"))
+        # phonetic: images scored against this group's word anchors -------------------------
+        anchor_round = words.loc[scored, "label"].to_numpy() == ROUND
+        if anchor_round.all() or not anchor_round.any():
+            continue
+        w_dir = word_n[scored][anchor_round].mean(0) - word_n[scored][~anchor_round].mean(0)
+        s_img = img_n @ w_dir
+        rows = _item_rows(s_img, images, rng, n_permutations, n_bootstrap)
+        emit(rows, "phonetic", "images", voice, int(scored.sum()))
+        if scores_out is not None and voice == "all":
+            scores_out.append(_score_frame(images, s_img, "phonetic", "images"))
+    return out
+
+
+#: Columns of the per-item scores table (``<name>.scores.parquet``), those present.
+SCORE_COLUMNS = ("model", "layer", "layer_index", "direction", "scored", "form", "stimulus_id",
+                 "word", "voice", "label", "is_reference", "sharpness", "score")
+
+
+def _score_frame(frame: pd.DataFrame, scores: np.ndarray, direction: str, scored: str) -> pd.DataFrame:
+    cols = [c for c in ("stimulus_id", "word", "voice", "label", "is_reference", "sharpness") if c in frame.columns]
+    out = frame[cols].reset_index(drop=True).copy()
+    out["score"] = np.asarray(scores, dtype=float)
+    out["direction"] = direction
+    out["scored"] = scored
+    return out
+
+
+# ----------------------------------------------------------------------------- files → table
+def shared_layers(words_embeddings: str | Path, images_embeddings: str | Path) -> list[tuple[str, int]]:
+    """Layers present in both files: ``joint`` first, then equal-width names in word order."""
+    w_layers = avio.embedding_layers(words_embeddings)
+    i_layers = dict(avio.embedding_layers(images_embeddings))
+    common = [(n, i) for n, i in w_layers if n in i_layers]
+    common.sort(key=lambda t: (t[0] != "joint", t[1]))
+    return common
+
+
+def _aligned(manifest: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
+    m = manifest.assign(stimulus_id=manifest["stimulus_id"].astype(str)).set_index("stimulus_id")
+    ids = pd.Index([str(i) for i in ids])
+    missing = ids[~ids.isin(m.index)]
+    if len(missing):
+        raise KeyError(f"{len(missing)} embedded stimuli are missing from the manifest, e.g. {missing[0]!r}")
+    return m.loc[ids].reset_index()
+
+
+def run_symbolism(
+    words_manifest: str | Path,
+    words_embeddings: str | Path,
+    images_manifest: str | Path,
+    images_embeddings: str | Path,
+    output: str | Path | None = None,
+    scores_output: str | Path | None = None,
+    *,
+    model: str,
+    words: str,
+    images: str,
+    n_permutations: int = 1000,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Score every shared layer and write the tidy table (``analysis = "symbolism"``).
+
+    Columns: the standard ones (``set`` = the words set) plus form (speech | text), direction
+    (geometric | phonetic), scored (words | images), voice ("all" or a voice id), images
+    (the image set), space (joint | unaligned), n_anchors, p_fdr.
+
+    ``scores_output`` (optional): the per-item scores behind the pooled rows, for figures —
+    columns model, layer, layer_index, direction, scored, form, stimulus_id, word, voice,
+    label, is_reference, sharpness, score (those the manifests have). Positive = round.
+    """
+    wm = avio.read_manifest(words_manifest)
+    im = avio.read_manifest(images_manifest)
+    modality = SET_MODALITY.get(words)
+    form = "speech" if modality == "audio" else "text" if modality == "text" else (
+        "text" if "path" not in wm.columns else "speech")
+    rows = []
+    score_frames: list[pd.DataFrame] = []
+    layers = shared_layers(words_embeddings, images_embeddings)
+    for name, index in layers:
+        w_ids, w_x = avio.read_layer(words_embeddings, name)
+        i_ids, i_x = avio.read_layer(images_embeddings, name)
+        if w_x.shape[1] != i_x.shape[1]:
+            log.info("symbolism: layer %s skipped (widths %d vs %d)", name, w_x.shape[1], i_x.shape[1])
+            continue
+        log.info("symbolism %s %s×%s layer %s: %d words, %d images", model, words, images, name,
+                 len(w_ids), len(i_ids))
+        layer_scores: list[pd.DataFrame] = []
+        layer_rows = symbolism_layer(
+            _aligned(wm, w_ids), w_x, _aligned(im, i_ids), i_x,
+            n_permutations=n_permutations, n_bootstrap=n_bootstrap,
+            seed=int(seed) + 7919 * int(index), scores_out=layer_scores,
+        )
+        for f in layer_scores:
+            score_frames.append(f.assign(model=model, layer=name, layer_index=index, form=form))
+        for r in layer_rows:
+            r.update(analysis="symbolism", set=words, model=model, layer=name, layer_index=index,
+                     form=form, images=images, space="joint" if name == "joint" else "unaligned")
+        rows.extend(layer_rows)
+    if not layers:
+        log.warning("symbolism: %s and %s share no layer", words_embeddings, images_embeddings)
+    table = avio.tidy_table(rows)
+    table = stats.add_fdr(table, ["metric"])
+    if output is not None:
+        avio.write_parquet(table, output)
+    if scores_output is not None:
+        scores = pd.concat(score_frames, ignore_index=True) if score_frames else pd.DataFrame(columns=list(SCORE_COLUMNS))
+        scores = scores[[c for c in SCORE_COLUMNS if c in scores.columns]]
+        avio.write_parquet(scores, scores_output)
+    return table

@@ -1,0 +1,38 @@
+"""Entry: zero-shot sound symbolism (kiki–bouba) of one model's shared space (seed 000).
+
+Reads
+  snakemake.input.words_manifest      manifest of the words set (pseudowords | pseudoword_text)
+  snakemake.input.words_embeddings    that set's embeddings by the model
+  snakemake.input.images_manifest     manifest of the image set (shapes)
+  snakemake.input.images_embeddings   that set's embeddings by the same model
+  snakemake.params.model              model name (config["models"] key)
+  snakemake.params.words              words set name
+  snakemake.params.images             image set name
+  snakemake.params.n_permutations     shuffles per permutation test (config analysis.n_permutations)
+  snakemake.params.n_bootstrap        bootstrap resamples (config analysis.n_bootstrap)
+  snakemake.params.seed               base seed
+  snakemake.output.table              tidy table (Parquet)
+  snakemake.output.scores             OPTIONAL: per-item scores (Parquet) for figures
+  snakemake.log[0], snakemake.threads (BLAS threads are capped to it with threadpoolctl)
+"""
+
+from avprobe.analysis.symbolism import run_symbolism
+from threadpoolctl import threadpool_limits
+
+from avprobe.runtime import job_log
+
+with job_log(snakemake.log[0], snakemake.threads), threadpool_limits(int(snakemake.threads or 1)):
+    run_symbolism(
+        snakemake.input.words_manifest,
+        snakemake.input.words_embeddings,
+        snakemake.input.images_manifest,
+        snakemake.input.images_embeddings,
+        snakemake.output.table,
+        snakemake.output.get("scores"),
+        model=snakemake.params.model,
+        words=snakemake.params.words,
+        images=snakemake.params.images,
+        n_permutations=int(snakemake.params.n_permutations),
+        n_bootstrap=int(snakemake.params.n_bootstrap),
+        seed=int(snakemake.params.seed),
+    )
