@@ -46,6 +46,12 @@ def best_rows(df: pd.DataFrame, metric: str, by: list[str]) -> pd.DataFrame:
     return sub.loc[idx].sort_values(by)
 
 
+def shared_space_layer(rows: pd.DataFrame) -> str:
+    """``joint`` when the model has a projection into a shared space, else its deepest layer."""
+    layers = rows.drop_duplicates("layer").sort_values("layer_index")["layer"].astype(str)
+    return "joint" if "joint" in set(layers) else layers.iloc[-1]
+
+
 def summarize(
     tables: Mapping[str, Iterable[str]],
     models: Mapping[str, dict],
@@ -105,19 +111,27 @@ def summarize(
         ) + [""]
 
     ret = _read(tables.get("retrieval", []))
-    lines += ["## Retrieval (Recall@k, %)", ""]
+    lines += ["## Retrieval (Recall@k, %; the shared-space layer of each system)", ""]
     if ret.empty:
         lines += ["No retrieval analysis configured.", ""]
     else:
         rows = []
-        for _, r in ret.sort_values(["model", "mode", "direction", "metric"]).iterrows():
+        recall = ret[ret["metric"].astype(str).str.startswith("R@")]
+        for (name, mode, direction), sub in recall.groupby(["name", "mode", "direction"], sort=True):
+            sub = sub[sub["layer"] == shared_space_layer(sub)]
+            values = {r["metric"]: _fmt(100 * r["value"], 1) for _, r in sub.iterrows()}
+            first = sub.iloc[0]
             rows.append([
-                _display(models, r["model"]), str(r["mode"]), str(r["direction"]),
-                str(r["layer"]), r["metric"], _fmt(100 * r["value"], 1), str(int(r["n"])),
+                _display(models, first["model"]), str(mode), str(direction), str(first["layer"]),
+                values.get("R@1", "—"), values.get("R@5", "—"), values.get("R@10", "—"),
+                str(int(first["n"])),
             ])
         lines += _markdown_table(
-            ["model", "mode", "direction", "layer", "metric", "value", "n"], rows
+            ["model", "mode", "direction", "layer", "R@1", "R@5", "R@10", "queries"], rows
         ) + [""]
+        wer = ret[ret["metric"] == "wer"]
+        for _, r in wer.drop_duplicates("name").iterrows():
+            lines += [f"Word error rate of the transcripts ({r['name']}): {_fmt(100 * r['value'], 1)}%", ""]
 
     text = "\n".join(lines)
     with atomic_path(out_path) as tmp:
