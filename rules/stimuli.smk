@@ -17,6 +17,7 @@ rule synthesize_pseudowords:
         manifest=manifest("pseudoword_text"),
     output:
         manifest=manifest("pseudowords"),
+        qc="results/stimuli/pseudowords/qc.parquet",
         directory=directory("results/stimuli/pseudowords/audio"),
     params:
         kind="pseudowords",
@@ -67,6 +68,7 @@ rule speak_captions:
         manifest=manifest("caption_text"),
     output:
         manifest=manifest("captions"),
+        qc="results/stimuli/captions/qc.parquet",
         directory=directory("results/stimuli/captions/audio"),
     params:
         kind="captions",
@@ -79,3 +81,45 @@ rule speak_captions:
         "../envs/stimuli.yaml"
     script:
         "../workflow/scripts/synthesize_speech.py"
+
+
+rule synthesize_impacts:
+    output:
+        manifest=manifest("impacts"),
+        qc="results/stimuli/impacts/qc.parquet",
+        directory=directory("results/stimuli/impacts/audio"),
+    params:
+        cfg=config["stimuli"]["impacts"],
+        seed=config["seed"],
+    log:
+        "logs/stimuli/synthesize_impacts.log",
+    conda:
+        "../envs/stimuli.yaml"
+    script:
+        "../workflow/scripts/synthesize_impacts.py"
+
+
+# The corpus is checked when the workflow is parsed (avprobe.stimuli.corpora.check_corpus_config).
+# Its manifest files (not its thousands of clips) are the inputs: editing one reruns the import.
+rule import_corpus:
+    input:
+        lambda wildcards: [
+            path
+            for key, path in config["stimuli"]["corpora"][wildcards.corpus].items()
+            if key in ("captions_file", "split_file", "wav2capt_file", "speakers_file", "json_file")
+        ],
+    output:
+        images=manifest("{corpus}_images"),
+        captions=manifest("{corpus}_captions"),
+        caption_text=manifest("{corpus}_caption_text"),
+        qc="results/stimuli/{corpus}_captions/qc.parquet",
+    params:
+        cfg=lambda wildcards: config["stimuli"]["corpora"][wildcards.corpus],
+    wildcard_constraints:
+        corpus="flickr8k|spokencoco",
+    log:
+        "logs/stimuli/import_corpus_{corpus}.log",
+    conda:
+        "../envs/stimuli.yaml"
+    script:
+        "../workflow/scripts/import_corpus.py"

@@ -17,7 +17,8 @@ import yaml
 from PIL import Image
 
 from avprobe.io import read_manifest, resolve_stimulus_path
-from avprobe.stimuli import audio, pseudowords, scenes, shapes, speech, tts
+from avprobe.sets import CORPUS_SET_MODALITY, corpus_sets
+from avprobe.stimuli import audio, corpora, impacts, pseudowords, qc, scenes, shapes, speech, tts
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "workflow" / "scripts"
@@ -25,6 +26,9 @@ STIMULI_CFG = yaml.safe_load((ROOT / "config.yaml").read_text())["stimuli"]
 PSEUDO_CFG = STIMULI_CFG["pseudowords"]
 TTS_CFG = STIMULI_CFG["tts"]
 TWO_VOICES = {**TTS_CFG, "voices": [TTS_CFG["voices"][0], TTS_CFG["voices"][3]]}  # us_m1, gb_f4
+PIPER_VOICES = [v for v in TTS_CFG["voices"] if v["engine"] == "piper"]
+#: One espeak and one piper voice: both engines in every small synthesis test.
+MIXED_VOICES = {**TTS_CFG, "voices": [TTS_CFG["voices"][0], PIPER_VOICES[0]]}
 
 
 def sha(path: Path) -> str:
@@ -289,7 +293,8 @@ def test_scenes_render_and_spoken_captions_share_ids(tmp_path):
 
 
 def run_script(name: str, **sections) -> None:
-    snakemake = SimpleNamespace(threads=1, log=[], input=SimpleNamespace(), params=SimpleNamespace())
+    snakemake = SimpleNamespace(threads=1, log=[], input=SimpleNamespace(), params=SimpleNamespace(),
+                                wildcards=SimpleNamespace())  # fmt: skip
     for section, values in sections.items():
         setattr(snakemake, section, SimpleNamespace(**values) if isinstance(values, dict) else values)
     runpy.run_path(str(SCRIPTS / name), init_globals={"snakemake": snakemake}, run_name="__main__")
@@ -342,3 +347,293 @@ def test_entry_scripts_end_to_end(tmp_path):
         manifest_path = res / set_name / "manifest.parquet"
         for rel in read_manifest(manifest_path)["path"]:
             assert resolve_stimulus_path(manifest_path, rel).is_file()
+
+
+# --- piper (neural TTS) ----------------------------------------------------------------------
+
+
+def test_default_voices_are_six_from_two_engines_one_neural():
+    voices = [tts.check_voice(tts.Voice.from_config(v)) for v in TTS_CFG["voices"]]
+    assert len(voices) == 6 and {v.engine for v in voices} == {"espeak", "piper"}
+    model, config = tts.find_piper_voice(PIPER_VOICES[0]["voice"])
+    assert model.name == "en_US-joe-medium.onnx" and config.is_file()
+
+
+def test_tts_ipa_is_what_espeak_says_for_the_mnemonics():
+    """Piper gets the IPA that espeak itself reports for the espeak input: same phonemes."""
+    engine = tts.get_engine("espeak")
+    voice = tts.Voice.from_config(TTS_CFG["voices"][0])
+    # every letter of the inventory; no intervocalic t (American espeak flaps it to ɾ)
+    for word in ("bouba", "kiki", "gaxaga", "hulomu", "pinedi", "sosaso", "kikaki"):
+        spoken = engine.synthesize(voice, pseudowords.espeak_phonemes(word), "phonemes").phonemes
+        assert spoken == pseudowords.tts_ipa(word), word
+    assert pseudowords.tts_ipa("bouba") == "bˈuːbɑː"
+
+
+def test_piper_phoneme_input_says_buba_deterministically_and_text_does_not():
+    engine = tts.get_engine("piper")
+    voice = tts.Voice.from_config(PIPER_VOICES[0])
+    first = engine.synthesize(voice, "[[bˈuːbɑː]]", "phonemes")
+    again = engine.synthesize(voice, "[[bˈuːbɑː]]", "phonemes")
+    assert first.phonemes == "bˈuːbɑː" and first.sample_rate == 22050
+    assert first.samples.dtype == np.float32 and 0.3 < first.samples.size / 22050 < 1.5
+    assert first.samples.tobytes() == again.samples.tobytes()  # noise 0: no sampling at all
+    kiki = engine.synthesize(voice, "[[kˈiːkiː]]", "phonemes").samples
+    assert kiki.tobytes() != first.samples.tobytes()
+    spelled = engine.synthesize(voice, "bouba", "text").phonemes
+    assert "aʊ" in spelled  # piper's espeak rules read the spelling as /baʊbə/ too
+    with pytest.raises(ValueError, match="does not know the phonemes"):
+        engine.synthesize(voice, "[[b☃uba]]", "phonemes")
+    with pytest.raises(ValueError, match="IPA in"):
+        engine.synthesize(voice, "buba", "phonemes")
+
+
+def test_voice_options_are_checked_per_engine():
+    with pytest.raises(ValueError, match="no options .*length_scale"):
+        tts.check_voice(tts.Voice("x", "espeak", "en-us", length_scale=1.2))
+    with pytest.raises(ValueError, match="no options .*variant"):
+        tts.check_voice(tts.Voice("x", "piper", "en_US-joe-medium", variant="m1"))
+    with pytest.raises(ValueError, match="unknown TTS engine"):
+        tts.check_voice(tts.Voice("x", "festival", "kal"))
+    with pytest.raises(ValueError, match="no installed piper voice 'xx_XX-nobody-low'"):
+        tts.find_piper_voice("xx_XX-nobody-low")
+    with pytest.raises(ValueError, match="one speaker only"):
+        tts.get_engine("piper").synthesize(tts.Voice("x", "piper", "en_US-joe-medium", speaker=3), "[[a]]", "phonemes")
+
+
+def test_plan_gives_each_engine_its_own_phoneme_alphabet(words):
+    plan = speech.pseudoword_clip_plan(words, MIXED_VOICES).set_index("stimulus_id")
+    assert plan.loc["bouba-us_m1", "spoken"] == "[[b'u:bA:]]"
+    assert plan.loc["bouba-joe", "spoken"] == "[[bˈuːbɑː]]"
+    assert plan.loc["gudugu-joe", "spoken"] == "[[ɡˈuːduːɡuː]]"
+    text = speech.pseudoword_clip_plan(words, {**MIXED_VOICES, "input": "text"}).set_index("stimulus_id")
+    assert text.loc["bouba-joe", "spoken"] == "bouba"
+
+
+# --- QC ----------------------------------------------------------------------------------------
+
+
+def test_qc_finds_planted_clipping_and_silence(tmp_path):
+    rate = 16000
+    tone = 0.5 * np.sin(2 * np.pi * 300 * np.arange(rate) / rate)
+    tone[4000:4010] = 1.0  # 10 clipped samples
+    tone[9000:9003] = -1.2  # 3 more, beyond full scale (float WAVs keep them)
+    x = np.concatenate([np.zeros(rate // 2), tone, np.zeros(int(0.4 * rate))]).astype(np.float32)
+    audio.write_wav(tmp_path / "audio/bad.wav", x, rate)
+    audio.write_wav(tmp_path / "audio/good.wav", (0.5 * np.sin(2 * np.pi * 300 * np.arange(rate) / rate)).astype(np.float32), rate)
+    audio.write_wav(tmp_path / "audio/silent.wav", np.zeros(400, np.float32), rate)
+    manifest = pd.DataFrame({"stimulus_id": ["bad", "good", "silent"],
+                             "path": ["audio/bad.wav", "audio/good.wav", "audio/silent.wav"]})  # fmt: skip
+    manifest.to_parquet(tmp_path / "manifest.parquet")
+    table = qc.write_audio_qc(tmp_path / "manifest.parquet").set_index("stimulus_id")
+    assert (tmp_path / "qc.parquet").is_file()
+    bad = table.loc["bad"]
+    assert bad["n_clipped"] == 13
+    assert bad["leading_silence"] == pytest.approx(0.5, abs=1e-3)
+    assert bad["trailing_silence"] == pytest.approx(0.4, abs=1e-3)
+    assert bad["duration"] == pytest.approx(1.9) and bad["peak"] == pytest.approx(1.2)
+    assert set(bad["flags"].split(";")) == {"clipped", "leading_silence", "trailing_silence"}
+    good = table.loc["good"]
+    assert good["flags"] == "" and good["n_clipped"] == 0 and good["leading_silence"] < 1e-3
+    assert good["rms_dbfs"] == pytest.approx(20 * np.log10(0.5 / np.sqrt(2)), abs=0.01)
+    assert set(table.loc["silent", "flags"].split(";")) == {"silent", "too_short"}
+    assert table.loc["silent", "leading_silence"] == pytest.approx(0.025)
+    assert (table["silence_db"] == -40.0).all()  # relative to each clip's peak
+    # the threshold is relative: the same clip 40 dB quieter has the same silences
+    quiet = qc.clip_qc(x * 0.01, rate)
+    assert (quiet["leading_silence"], quiet["trailing_silence"]) == (bad["leading_silence"], bad["trailing_silence"])
+
+
+def test_synthesised_sets_write_their_qc_tables(spoken):
+    root, manifest = spoken[0]
+    table = pd.read_parquet(root / "qc.parquet")
+    assert table["stimulus_id"].tolist() == manifest["stimulus_id"].tolist()
+    assert (table["n_clipped"] == 0).all() and (table["flags"] == "").all()
+    assert table["duration"].to_numpy() == pytest.approx(manifest["duration"].to_numpy())
+
+
+# --- real corpora ------------------------------------------------------------------------------
+
+
+def _wav(path: Path, seconds: float = 0.5, rate: int = 16000) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), rate, subtype="PCM_16")
+
+
+def _jpg(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(path)
+
+
+@pytest.fixture
+def flickr8k(tmp_path) -> dict:
+    """A two-test-image Flickr8k in its distributed layout (+ one train image)."""
+    root = tmp_path / "flickr"
+    images = ["1000268201_693b08cb0e.jpg", "997722733_0cb5439472.jpg", "111_train.jpg"]
+    tokens, wav2capt, wav2spk = [], [], []
+    for image in images:
+        _jpg(root / "Flicker8k_Dataset" / image)
+        for n in range(2):
+            wav = f"{image[:-4]}_{n}.wav"
+            _wav(root / "flickr_audio/wavs" / wav, 0.5 + 0.1 * n)
+            tokens.append(f"{image}#{n}\tcaption {n} of {image[:-4]} .")
+            wav2capt.append(f"{wav} {image} #{n}")
+            wav2spk.append(f"{wav} {n + 40}")
+    tokens.append("2258277193_586949ec62.jpg.1#0\tan odd line of the real file")
+    (root / "Flickr8k_text").mkdir()
+    (root / "Flickr8k_text/Flickr8k.token.txt").write_text("\n".join(tokens) + "\n")
+    (root / "Flickr8k_text/Flickr_8k.testImages.txt").write_text("997722733_0cb5439472.jpg\n1000268201_693b08cb0e.jpg\n")
+    (root / "flickr_audio/wav2capt.txt").write_text("\n".join(wav2capt) + "\n")
+    (root / "flickr_audio/wav2spk.txt").write_text("\n".join(wav2spk) + "\n")
+    return {
+        "wav_dir": str(root / "flickr_audio/wavs"),
+        "wav2capt_file": str(root / "flickr_audio/wav2capt.txt"),
+        "speakers_file": str(root / "flickr_audio/wav2spk.txt"),
+        "captions_file": str(root / "Flickr8k_text/Flickr8k.token.txt"),
+        "images_dir": str(root / "Flicker8k_Dataset"),
+        "split_file": str(root / "Flickr8k_text/Flickr_8k.testImages.txt"),
+    }
+
+
+@pytest.fixture
+def spokencoco(tmp_path) -> dict:
+    """A tiny SpokenCOCO: three val images, two of them in the Karpathy test split."""
+    root, coco = tmp_path / "SpokenCOCO", tmp_path / "coco"
+    data, karpathy = [], []
+    for i, split in ((325114, "test"), (42, "test"), (7, "val")):
+        image = f"val2014/COCO_val2014_{i:012d}.jpg"
+        _jpg(coco / image)
+        captions = []
+        for k in range(3):
+            wav = f"wavs/val/0/spk{k}-X_{i}_{k}.wav"
+            _wav(root / wav)
+            captions.append({"text": f"A CAPTION {k} OF {i}", "speaker": f"spk{k}", "uttid": f"spk{k}-X_{i}_{k}", "wav": wav})
+        data.append({"image": image, "captions": captions})
+        karpathy.append({"filepath": "val2014", "filename": Path(image).name, "split": split})
+    (root / "SpokenCOCO_val.json").write_text(json.dumps({"data": data}))
+    unrolled = [{"image": e["image"], "caption": c} for e in data for c in e["captions"]]
+    (root / "SpokenCOCO_val_unrolled.json").write_text(json.dumps({"data": unrolled}))
+    (tmp_path / "dataset_coco.json").write_text(json.dumps({"images": karpathy}))
+    return {"root": str(root), "json_file": str(root / "SpokenCOCO_val.json"), "images_dir": str(coco),
+            "split_file": str(tmp_path / "dataset_coco.json")}  # fmt: skip
+
+
+def test_flickr8k_adapter_gives_the_caption_set_columns(tmp_path, flickr8k):
+    res = tmp_path / "results/stimuli"
+    names = corpora.corpus_set_names("flickr8k")
+    out = {k: res / v / "manifest.parquet" for k, v in names.items()}
+    images, captions, text = corpora.import_corpus("flickr8k", flickr8k, out["images"], out["captions"], out["caption_text"])
+    assert images["stimulus_id"].tolist() == ["1000268201_693b08cb0e", "997722733_0cb5439472"]  # test split only
+    assert captions["stimulus_id"].tolist()[:2] == ["1000268201_693b08cb0e-c0", "1000268201_693b08cb0e-c1"]
+    assert {"stimulus_id", "path", "image_id", "text", "voice", "sample_rate", "duration"} <= set(captions)
+    assert {"stimulus_id", "image_id", "text"} <= set(text) and list(text["stimulus_id"]) == list(captions["stimulus_id"])
+    assert set(captions["image_id"]) == set(images["stimulus_id"])
+    row = captions.iloc[1]
+    assert (row["text"], row["voice"], row["sample_rate"]) == ("caption 1 of 1000268201_693b08cb0e .", "41", 16000)
+    assert row["duration"] == pytest.approx(0.6)
+    for manifest, table in ((out["images"], images), (out["captions"], captions)):
+        assert read_manifest(manifest)["path"].tolist() == table["path"].tolist()
+        for rel in table["path"]:
+            assert not Path(rel).is_absolute() and resolve_stimulus_path(manifest, rel).is_file()
+    assert len(pd.read_parquet(out["captions"].with_name("qc.parquet"))) == 4
+    # without wav2capt the clips are found by name; max_images keeps the first in sorted order
+    plain = {k: v for k, v in flickr8k.items() if k not in ("wav2capt_file", "speakers_file")}
+    images2, captions2 = corpora.load_flickr8k({**plain, "max_images": 1})
+    assert images2["stimulus_id"].tolist() == ["1000268201_693b08cb0e"] and len(captions2) == 2
+    assert set(captions2["voice"]) == {"unknown"}
+
+
+def test_spokencoco_adapter_reads_nested_and_unrolled_json_and_the_karpathy_split(tmp_path, spokencoco):
+    images, captions = corpora.load_spokencoco(spokencoco)
+    assert images["stimulus_id"].tolist() == ["COCO_val2014_000000000042", "COCO_val2014_000000325114"]
+    assert len(captions) == 6 and captions["stimulus_id"].iloc[0] == "COCO_val2014_000000000042-c0"
+    assert captions.iloc[0]["voice"] == "spk0" and captions.iloc[0]["text"] == "A CAPTION 0 OF 42"
+    unrolled_images, unrolled = corpora.load_spokencoco(
+        {**spokencoco, "json_file": spokencoco["json_file"].replace("val.json", "val_unrolled.json")}
+    )
+    pd.testing.assert_frame_equal(unrolled_images, images)
+    pd.testing.assert_frame_equal(unrolled, captions)
+    no_split = {k: v for k, v in spokencoco.items() if k != "split_file"}
+    assert len(corpora.load_spokencoco(no_split)[0]) == 3
+    config = {"stimuli": {"corpora": {"spokencoco": spokencoco}}}
+    assert corpora.check_corpus_config(config) == {"spokencoco": {"images": 2, "captions": 6}}
+    assert set(corpus_sets(config)) == {"spokencoco_images", "spokencoco_captions", "spokencoco_caption_text"}
+    assert corpora.check_corpus_config({"stimuli": {}}) == {} and corpus_sets({"stimuli": {}}) == {}
+    assert CORPUS_SET_MODALITY["flickr8k_captions"] == "audio"
+
+
+def _break(cfg: dict, key: str, value) -> dict:
+    return {**cfg, key: value}
+
+
+def test_missing_or_malformed_corpus_fails_with_one_clear_message(tmp_path, flickr8k, spokencoco):
+    def check(corpus, cfg, message):
+        with pytest.raises(corpora.CorpusConfigError, match=message):
+            corpora.check_corpus_config({"stimuli": {"corpora": {corpus: cfg}}})
+
+    check("flickr8k", _break(flickr8k, "captions_file", str(tmp_path / "nope.txt")),
+          r"stimuli\.corpora\.flickr8k\.captions_file: file .*nope\.txt' does not exist")  # fmt: skip
+    check("flickr8k", {k: v for k, v in flickr8k.items() if k != "split_file"},
+          r"flickr8k\.split_file: a file path is required")  # fmt: skip
+    check("flickr8k", _break(flickr8k, "wav_dir", str(tmp_path / "nowhere")), r"wav_dir: folder .* does not exist")
+    check("flickr8k", {**flickr8k, "colour": "red"}, r"unknown keys \['colour'\]")
+    check("flickr8k", _break(flickr8k, "max_images", 0), "max_images: a positive integer")
+    bad = tmp_path / "bad_tokens.txt"
+    bad.write_text("1000268201_693b08cb0e.jpg#0\tfine\nno tab and no number here\n")
+    check("flickr8k", _break(flickr8k, "captions_file", str(bad)), r"captions_file: .* line 2 is malformed")
+    short = tmp_path / "short_tokens.txt"
+    short.write_text("1000268201_693b08cb0e.jpg#0\tonly one caption\n")
+    check("flickr8k", _break(flickr8k, "captions_file", str(short)), r"no text for caption #1")
+    Path(flickr8k["wav_dir"], "997722733_0cb5439472_1.wav").unlink()
+    check("flickr8k", flickr8k, r"wav_dir: 1 of 4 audio files do not exist, e\.g\. .*997722733_0cb5439472_1\.wav")
+    check("spokencoco", _break(spokencoco, "json_file", str(bad)), r"json_file: .* is not valid JSON")
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"annotations": []}))
+    check("spokencoco", _break(spokencoco, "json_file", str(empty)), r'needs a non-empty "data" list')
+    check("spokencoco", _break(spokencoco, "split_file", str(empty)), r"split_file: .* is not a Karpathy split file")
+    check("nocaps", {}, r"unknown corpus 'nocaps'")
+    with pytest.raises(corpora.CorpusConfigError, match="stimuli.corpora: expected a mapping"):
+        corpora.check_corpus_config({"stimuli": {"corpora": ["flickr8k"]}})
+
+
+def test_import_corpus_entry_script(tmp_path, spokencoco):
+    res = tmp_path / "results/stimuli"
+    outputs = {k: str(res / v / "manifest.parquet") for k, v in corpora.corpus_set_names("spokencoco").items()}
+    run_script(
+        "import_corpus.py",
+        params={"cfg": spokencoco},
+        wildcards={"corpus": "spokencoco"},
+        output=outputs,
+        log=[str(tmp_path / "logs/import.log")],
+    )
+    assert len(read_manifest(outputs["captions"])) == 6 and len(read_manifest(outputs["images"])) == 2
+    assert "spokencoco: 2 images, 6 spoken captions" in (tmp_path / "logs/import.log").read_text()
+
+
+# --- reproducibility: every synthesised set, twice ---------------------------------------------
+
+
+def _build_all(root: Path) -> list[Path]:
+    """A small config of every synthesised set (both TTS engines, impacts) into root."""
+    words = pseudowords.inventory({**PSEUDO_CFG, "words_per_class": 1}, seed=0)
+    res = root / "results/stimuli"
+    speech.synthesize_pseudowords(words, MIXED_VOICES, res / "pseudowords/manifest.parquet", res / "pseudowords/audio", 2)
+    shapes.render_shapes({"per_class": 2, "size": 32}, 0, res / "shapes/manifest.parquet", res / "shapes/images")
+    _, captions = scenes.compose_scenes({"images": 1, "captions_per_image": 2, "size": 32}, 0, res / "scenes/images",
+                                        res / "scenes/manifest.parquet", res / "caption_text/manifest.parquet")  # fmt: skip
+    speech.speak_captions(captions, MIXED_VOICES, res / "captions/manifest.parquet", res / "captions/audio", 1)
+    impact_cfg = {"materials": ["wood", "glass"], "geometries": ["plate"], "sizes": [0.15]}
+    impacts.synthesize_impacts(impact_cfg, 0, res / "impacts/manifest.parquet", res / "impacts/audio")
+    return sorted(p for p in res.rglob("*") if p.is_file())
+
+
+def test_every_stimulus_file_is_byte_identical_on_a_rerun(tmp_path):
+    first, second = _build_all(tmp_path / "one"), _build_all(tmp_path / "two")
+    rel = [p.relative_to(tmp_path / "one") for p in first]
+    assert rel == [p.relative_to(tmp_path / "two") for p in second]
+    assert len([p for p in rel if p.suffix == ".wav"]) == 4 * 2 + 2 + 4  # words × voices, captions, impacts
+    engines = set(read_manifest(tmp_path / "one/results/stimuli/pseudowords/manifest.parquet")["engine"])
+    assert engines == {"espeak", "piper"}
+    different = [str(r) for a, b, r in zip(first, second, rel) if sha(a) != sha(b)]
+    assert not different, different  # WAVs, PNGs, manifests and QC tables alike

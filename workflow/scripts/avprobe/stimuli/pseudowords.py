@@ -8,6 +8,9 @@ The reference words (kiki, bouba) are added with ``is_reference = True``.
 Every word also gets two transcriptions: a plain IPA one (letters map to themselves, so the
 words read like Spanish or Italian) and an espeak phoneme string in ``[[...]]`` that forces
 that reading; espeak's English letter-to-sound rules would otherwise say *bouba* as /baʊbə/.
+:func:`tts_ipa` writes the espeak string in IPA, as espeak-ng itself reports it (e.g.
+``bˈuːbɑː``): that is the phoneme input of IPA-reading engines such as piper, so every
+engine is given the same phonemes.
 """
 
 from __future__ import annotations
@@ -46,6 +49,18 @@ LETTER_ESPEAK = {
     "i": "i:",
     "o": "oU",
     "u": "u:",
+}
+
+#: Letter → the IPA that espeak-ng reports for LETTER_ESPEAK's mnemonic (checked against
+#: espeak's own phoneme events by the tests). Piper voices are trained on these symbols.
+LETTER_TTS_IPA = {
+    **{c: c for c in "bdktpslhmnx"},
+    "g": "ɡ",
+    "a": "ɑː",
+    "e": "eɪ",
+    "i": "iː",
+    "o": "oʊ",
+    "u": "uː",
 }
 
 VOWEL_LETTERS = frozenset("aeiou")
@@ -109,6 +124,19 @@ def espeak_phonemes(word: str) -> str:
             stressed = True
         parts.append(LETTER_ESPEAK[sound])
     return "[[" + "".join(parts) + "]]"
+
+
+def tts_ipa(word: str) -> str:
+    """The phonemes of :func:`espeak_phonemes` in IPA, stress mark where espeak writes it:
+    ``bouba`` → ``bˈuːbɑː``. The input of IPA engines (piper) is ``[[`` + this + ``]]``."""
+    parts = []
+    stressed = False
+    for sound in segment(word):
+        if sound in VOWEL_LETTERS and not stressed:
+            parts.append("ˈ")
+            stressed = True
+        parts.append(LETTER_TTS_IPA[sound])
+    return "".join(parts)
 
 
 def word_features(word: str, cfg: Mapping) -> dict:

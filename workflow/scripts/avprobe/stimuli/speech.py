@@ -20,13 +20,14 @@ import pandas as pd
 from avprobe.io import read_manifest, write_parquet
 from avprobe.stimuli.audio import Postprocessing, clip_stats, postprocess, write_wav
 from avprobe.stimuli.manifests import with_manifest_paths
-from avprobe.stimuli.pseudowords import INVENTORY_COLUMNS, espeak_phonemes
-from avprobe.stimuli.tts import INPUT_MODES, Voice, get_engine
+from avprobe.stimuli.pseudowords import INVENTORY_COLUMNS, espeak_phonemes, tts_ipa
+from avprobe.stimuli.qc import QcSettings, write_audio_qc
+from avprobe.stimuli.tts import ENGINES, INPUT_MODES, Voice, check_voice, get_engine
 
 log = logging.getLogger(__name__)
 
 def _voices(tts_cfg: Mapping) -> list[Voice]:
-    voices = [Voice.from_config(v) for v in tts_cfg["voices"]]
+    voices = [check_voice(Voice.from_config(v)) for v in tts_cfg["voices"]]
     ids = [v.id for v in voices]
     if len(set(ids)) != len(ids):
         raise ValueError(f"voice ids must be unique, got {ids}")
@@ -56,11 +57,23 @@ def _word_table(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
     return words
 
 
+def phoneme_input(record: Mapping, engine: str) -> str:
+    """A word's phoneme input for ``engine``, in the engine's alphabet: espeak mnemonics
+    (``[[b'u:bA:]]``) for espeak, the same phonemes in IPA (``[[bˈuːbɑː]]``) for piper."""
+    alphabet = ENGINES[engine].phoneme_alphabet
+    if alphabet == "espeak":
+        return record["espeak"]
+    if alphabet == "ipa":
+        return "[[" + tts_ipa(record["word"]) + "]]"
+    raise ValueError(f"engine {engine!r}: unknown phoneme alphabet {alphabet!r}")
+
+
 def pseudoword_clip_plan(source: str | os.PathLike | pd.DataFrame, tts_cfg: Mapping) -> pd.DataFrame:
     """One row per word × voice (references included), ordered word-major.
 
     ``stimulus_id`` and the file name are ``<word>-<voice_id>``. With ``input: phonemes``
-    the engine gets the word's espeak phoneme string, with ``input: text`` its spelling.
+    the engine gets the word's phonemes in its own alphabet (:func:`phoneme_input`), with
+    ``input: text`` its spelling.
     """
     mode = tts_cfg.get("input", "phonemes")
     if mode not in INPUT_MODES:
@@ -68,8 +81,8 @@ def pseudoword_clip_plan(source: str | os.PathLike | pd.DataFrame, tts_cfg: Mapp
     voices = _voices(tts_cfg)
     rows = []
     for record in _word_table(source).to_dict("records"):
-        spoken = record["espeak"] if mode == "phonemes" else record["word"]
         for voice in voices:
+            spoken = phoneme_input(record, voice.engine) if mode == "phonemes" else record["word"]
             stimulus_id = f"{record['word']}-{voice.id}"
             rows.append(
                 {
@@ -152,7 +165,8 @@ def synthesize_plan(
     threads: int = 1,
     desc: str = "clips",
 ) -> pd.DataFrame:
-    """Render every clip of ``plan`` into ``out_dir`` and write the manifest.
+    """Render every clip of ``plan`` into ``out_dir`` and write the manifest, and its QC
+    table (``qc.parquet`` beside the manifest, :mod:`avprobe.stimuli.qc`).
 
     ``path`` in the manifest is relative to the manifest's folder. With ``threads > 1`` the
     clips are shared among that many forked worker processes, each with its own engine;
@@ -183,6 +197,7 @@ def synthesize_plan(
     manifest = plan.merge(pd.DataFrame(stats), on="stimulus_id", how="left", validate="1:1")
     manifest = with_manifest_paths(manifest, out_dir, out_manifest)
     write_parquet(manifest, out_manifest)
+    write_audio_qc(out_manifest, settings=QcSettings(silence_db=Postprocessing.from_config(tts_cfg).trim_threshold_db))
 
     limited = int(manifest["peak_limited"].sum())
     if limited:

