@@ -26,6 +26,7 @@ IMPORT_TO_PACKAGE = {
     "espeakng_loader": "espeakng-loader",
     "huggingface_hub": "huggingface-hub",
     "snakemake": "snakemake",
+    "piper": "piper-tts",
 }
 
 

@@ -18,6 +18,8 @@ pids=()
 stop_daemons() {
     for pid in "${pids[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
     sleep 1
+    if [ -f "$STATE/slurm.conf.orig" ]; then cp "$STATE/slurm.conf.orig" /etc/slurm/slurm.conf
+    else rm -f /etc/slurm/slurm.conf; fi
     [ "${KEEP:-0}" = 1 ] || rm -rf "$SCRATCH"
 }
 trap stop_daemons EXIT
@@ -64,7 +66,11 @@ MpiDefault=none
 NodeName=$HOST CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
 PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
-export SLURM_CONF=$STATE/slurm.conf
+# srun inside a job reads the default path, not $SLURM_CONF: install the file there.
+mkdir -p /etc/slurm
+[ -f /etc/slurm/slurm.conf ] && cp /etc/slurm/slurm.conf "$STATE/slurm.conf.orig"
+cp "$STATE/slurm.conf" /etc/slurm/slurm.conf
+export SLURM_CONF=/etc/slurm/slurm.conf
 /usr/sbin/slurmctld -D -f "$SLURM_CONF" > "$STATE/log/slurmctld.out" 2>&1 &
 pids+=($!)
 /usr/sbin/slurmd -D -f "$SLURM_CONF" > "$STATE/log/slurmd.out" 2>&1 &

@@ -12,15 +12,14 @@ Reads
   snakemake.params.n_bootstrap        OPTIONAL, overrides cfg (default 1000)
   snakemake.params.n_permutations     OPTIONAL, overrides cfg (default 1000)
   snakemake.output.table              tidy table (Parquet)
-  snakemake.log[0], snakemake.threads (BLAS threads are capped to it with threadpoolctl)
+  snakemake.log[0], snakemake.threads (numeric libraries are capped to it)
 """
 
 from avprobe.analysis.probe import run_probe
-from threadpoolctl import threadpool_limits
 
 from avprobe.runtime import job_log
 
-with job_log(snakemake.log[0], snakemake.threads), threadpool_limits(int(snakemake.threads or 1)):
+with job_log(snakemake.log[0], snakemake.threads):
     run_probe(
         snakemake.input.manifest,
         snakemake.input.embeddings,

@@ -15,15 +15,14 @@ Reads
   snakemake.params.seed               seed (bootstrap CIs over queries)
   snakemake.params.layer              OPTIONAL layer name (default: every shared layer, joint first)
   snakemake.output.table              tidy table (Parquet)
-  snakemake.log[0], snakemake.threads (BLAS threads are capped to it with threadpoolctl)
+  snakemake.log[0], snakemake.threads (numeric libraries are capped to it)
 """
 
 from avprobe.analysis.retrieval import run_retrieval
-from threadpoolctl import threadpool_limits
 
 from avprobe.runtime import job_log
 
-with job_log(snakemake.log[0], snakemake.threads), threadpool_limits(int(snakemake.threads or 1)):
+with job_log(snakemake.log[0], snakemake.threads):
     q_emb = snakemake.input.queries_embeddings
     run_retrieval(
         snakemake.input.queries_manifest,

@@ -17,15 +17,14 @@ Reads
   snakemake.params.seed               seed
   snakemake.output.table              tidy table (Parquet)
   snakemake.output.rdms               small .npz of layer RDMs (≤ 200 units) for figures
-  snakemake.log[0], snakemake.threads (BLAS threads are capped to it with threadpoolctl)
+  snakemake.log[0], snakemake.threads (numeric libraries are capped to it)
 """
 
 from avprobe.analysis.rsa import run_rsa
-from threadpoolctl import threadpool_limits
 
 from avprobe.runtime import job_log
 
-with job_log(snakemake.log[0], snakemake.threads), threadpool_limits(int(snakemake.threads or 1)):
+with job_log(snakemake.log[0], snakemake.threads):
     run_rsa(
         snakemake.input.manifest,
         snakemake.input.embeddings,

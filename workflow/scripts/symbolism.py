@@ -13,15 +13,14 @@ Reads
   snakemake.params.seed               base seed
   snakemake.output.table              tidy table (Parquet)
   snakemake.output.scores             OPTIONAL: per-item scores (Parquet) for figures
-  snakemake.log[0], snakemake.threads (BLAS threads are capped to it with threadpoolctl)
+  snakemake.log[0], snakemake.threads (numeric libraries are capped to it)
 """
 
 from avprobe.analysis.symbolism import run_symbolism
-from threadpoolctl import threadpool_limits
 
 from avprobe.runtime import job_log
 
-with job_log(snakemake.log[0], snakemake.threads), threadpool_limits(int(snakemake.threads or 1)):
+with job_log(snakemake.log[0], snakemake.threads):
     run_symbolism(
         snakemake.input.words_manifest,
         snakemake.input.words_embeddings,

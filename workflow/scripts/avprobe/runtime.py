@@ -10,6 +10,7 @@ import sys
 from typing import Iterator
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 log = logging.getLogger("avprobe")
 
@@ -22,10 +23,18 @@ def job_log(path: str | os.PathLike | None, threads: int = 1) -> Iterator[loggin
     since that is where a user looks first.
     """
     limit_threads(threads)
-    if path is None:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-        yield log
-        return
+    # numpy's BLAS is loaded before this runs, so environment variables come too late for it.
+    with threadpool_limits(max(int(threads or 1), 1)):
+        if path is None:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+            yield log
+        else:
+            with _log_file(path):
+                yield log
+
+
+@contextlib.contextmanager
+def _log_file(path: str | os.PathLike) -> Iterator[None]:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", buffering=1) as fh:
         old_out, old_err = sys.stdout, sys.stderr
@@ -36,7 +45,7 @@ def job_log(path: str | os.PathLike | None, threads: int = 1) -> Iterator[loggin
         root.addHandler(handler)
         root.setLevel(logging.INFO)
         try:
-            yield log
+            yield
         except BaseException:
             import traceback
 
