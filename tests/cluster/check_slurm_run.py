@@ -24,12 +24,16 @@ def jobcomp_records(path: Path) -> dict[int, dict[str, str]]:
 
 
 def submitted_jobs(workdir: Path) -> dict[int, str]:
-    """SLURM job ids the executor plugin submitted, from its per-job log files."""
+    """SLURM job id → rule of every job the executor plugin submitted, from Snakemake's log.
+
+    The plugin deletes the per-job logs of successful jobs, so its submission lines in the
+    main log are the lasting record on our side.
+    """
     jobs = {}
-    for log in (workdir / ".snakemake" / "slurm_logs").rglob("*.log"):
-        if log.stem.isdigit():
-            rule = next(p.name for p in log.parents if p.name.startswith("rule_"))
-            jobs[int(log.stem)] = rule[len("rule_"):]
+    pattern = re.compile(r"submitted with SLURM jobid (\d+) \(log: \S*/rule_([^/]+)/")
+    for log in (workdir / ".snakemake" / "log").glob("*.snakemake.log"):
+        for match in pattern.finditer(log.read_text()):
+            jobs[int(match.group(1))] = match.group(2)
     return jobs
 
 
