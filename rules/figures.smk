@@ -1,5 +1,21 @@
-# One rule per figure, so editing one figure's code or style reruns only that figure.
+# One rule per figure, so editing one figure's code or style reruns only that figure:
+# * each figure's own module avprobe/figures/<figure>.py and the package modules it imports
+#   (common, style, ...; avprobe.figures.deps finds them) are inputs of its rule, so editing
+#   one reruns exactly the figures drawn with it (Snakemake's code trigger sees only the
+#   shared entry script figure.py, whose edit reruns every figure);
+# * its options come from config figures.<figure> as params.options, so changing them reruns
+#   only that figure.
 # Figures read tables (or small cached slices such as RDM npz files), never embeddings.
+
+from avprobe.figures.deps import input_paths as figure_sources
+
+
+#: What a figure needs to know of each model: its display name and kind (colours follow the
+#: config's model order). Other model settings (batch size, ...) do not touch the figures.
+FIGURE_MODELS = {
+    name: {key: spec[key] for key in ("display", "kind") if key in spec}
+    for name, spec in MODELS.items()
+}
 
 FIGURE_INPUTS = {
     "stimulus_montage": {
@@ -42,6 +58,7 @@ for figure_name in FIGURES:
             f"figure_{figure_name}"
         input:
             **FIGURE_INPUTS[figure_name],
+            code=figure_sources(figure_name),
         output:
             pdf=report(
                 f"results/figures/{figure_name}.pdf",
@@ -52,7 +69,8 @@ for figure_name in FIGURES:
             **FIGURE_EXTRA_OUTPUTS.get(figure_name, {}),
         params:
             figure=figure_name,
-            models=MODELS,
+            models=FIGURE_MODELS,
+            options=config.get("figures", {}).get(figure_name) or {},
         log:
             f"logs/figures/{figure_name}.log",
         conda:

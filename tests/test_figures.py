@@ -10,9 +10,28 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from avprobe.figures import plots, style
+from avprobe.figures import (
+    deps, probe_layers, rdm_heatmaps, retrieval_recall, rsa_layers, rsa_partial, stimulus_montage,
+    style, symbolism_auc, symbolism_scores,
+)
 from avprobe.figures.style import plt
 from avprobe.io import TABLE_COLUMNS, tidy_table
+
+#: Every drawing function by name, as the tests call them.
+plots = types.SimpleNamespace(
+    symbolism_auc=symbolism_auc.symbolism_auc,
+    symbolism_scores=symbolism_scores.symbolism_scores,
+    rsa_layers=rsa_layers.rsa_layers,
+    rsa_partial=rsa_partial.rsa_partial,
+    probe_layers=probe_layers.probe_layers,
+    retrieval_recall=retrieval_recall.retrieval_recall,
+    retrieval_tables=retrieval_recall.retrieval_tables,
+    rdm_heatmaps=rdm_heatmaps.rdm_heatmaps,
+    read_rdms=rdm_heatmaps.read_rdms,
+    class_order=rdm_heatmaps.class_order,
+    default_rdm_layers=rdm_heatmaps.default_rdm_layers,
+    stimulus_montage=stimulus_montage.stimulus_montage,
+)
 
 MODELS = {
     "clip": {"family": "clip", "display": "CLIP ViT-B/32", "kind": "pretrained"},
@@ -302,6 +321,32 @@ def test_auc_untrained_drawn_grey_dashed_and_speech_text_side_by_side():
         assert style.is_grey(ci.get_color()[0])
 
 
+def test_auc_stars_follow_fdr_p_when_the_table_has_it():
+    df = symbolism_table()
+    df["p_fdr"] = np.where(df.p < 0.01, 0.02, 0.5)  # only p < .01 survives correction, as *
+    auc = df[(df.metric == "auc") & (df.voice == "all")]
+    fig = plots.symbolism_auc(df, MODELS)
+    marks = [a.get_text() for a in by_gid(fig, "significance")]
+    assert marks == ["*"] * int((auc.p < 0.01).sum())
+    assert any("p (FDR)" in t for t in texts(fig))
+
+
+def test_auc_single_voices_drawn_beside_their_pooled_marker():
+    df = symbolism_table()
+    fig = plots.symbolism_auc(df, MODELS)
+    voices = df[(df.metric == "auc") & (df.voice == "us_m1")]
+    for _, r in voices.iterrows():
+        (dots,) = [a for a in by_gid(fig, f"voice:{r.model}:{r.layer}:{r.form}")
+                   if a.axes.get_title().startswith(r.direction)]
+        (pt,) = [a for a in by_gid(fig, f"point:{r.model}:{r.layer}:{r.form}")
+                 if a.axes is dots.axes]
+        assert list(dots.get_ydata()) == [pytest.approx(r.value)]
+        assert 0 < dots.get_xdata()[0] - pt.get_xdata()[0] < 0.3  # just right of it
+    assert not by_gid(fig, "voice:clip:joint:text")  # text has no voices
+    assert any("single voices" in t for t in texts(fig))
+    assert not by_gid(plots.symbolism_auc(df, MODELS, voices=False), "voice:")
+
+
 def test_auc_single_model_single_layer_and_empty():
     df = symbolism_table(models=("clip",), layers=("joint",))
     fig = plots.symbolism_auc(df, MODELS)
@@ -401,6 +446,23 @@ def test_rsa_single_model_single_layer():
     assert by_gid(fig, "line:logmel")
 
 
+def test_baseline_with_several_layers_is_named_reference_lines_not_a_curve():
+    df = rsa_table()
+    base = df[df.model == "logmel"]
+    two = pd.concat([base, base.assign(layer="meanstd", layer_index=1, value=base.value + 0.2,
+                                       ci_low=base.ci_low + 0.2, ci_high=base.ci_high + 0.2)])
+    df = pd.concat([df[df.model != "logmel"], two])
+    fig = plots.rsa_layers(df, MODELS)
+    lines = [a for a in by_gid(fig, "line:logmel") if a.axes.get_title() == "label RDM"]
+    expected = sorted(two[two.reference == "label"].value)
+    assert sorted(a.get_ydata()[0] for a in lines) == pytest.approx(expected)
+    for a in lines:  # horizontal across the panel, in axes coordinates
+        assert list(a.get_xdata()) == [0, 1] and a.get_ydata()[0] == a.get_ydata()[1]
+    labels = {a.get_text() for a in by_gid(fig, "line-label:logmel")}
+    assert labels == {"mean", "meanstd"}
+    assert not by_gid(fig, "sig:logmel") and not by_gid(fig, "nonsig:logmel")
+
+
 def test_probe_layers_chance_line_and_split_facets():
     df = probe_table()
     fig = plots.probe_layers(df, MODELS)
@@ -441,6 +503,29 @@ def test_retrieval_markdown_has_the_right_numbers_in_the_right_cells():
     assert r"\cmidrule(lr){3-5} \cmidrule(lr){6-8}" in tex
     assert "SpeechCLIP & end-to-end & 39.1 & 72.0 & 83.0 & 54.5 & 84.5 & 93.2" in tex
     assert r"\emph{Untrained controls}" in tex
+
+
+def test_retrieval_chance_lines_and_chance_row():
+    df = retrieval_table()
+    df["chance"] = df.metric.str[2:].astype(int) / 200  # K / gallery size
+    fig = plots.retrieval_recall(df, MODELS)
+    for direction in ("speech→image", "image→speech"):
+        for k in (1, 5, 10):
+            (line,) = [a for a in by_gid(fig, f"chance:{direction}:R@{k}")
+                       if a.get_gid() == f"chance:{direction}:R@{k}"]
+            (seg,) = line.get_segments()
+            assert seg[0][1] == seg[1][1] == pytest.approx(100 * k / 200)
+            assert seg[1][0] - seg[0][0] == pytest.approx(0.9)  # across the K group
+    md, tex = plots.retrieval_tables(df, MODELS)
+    assert "| _chance_ | random ranking | 0.5 | 2.5 | 5.0 | 0.5 | 2.5 | 5.0 |" in md
+    assert r"\emph{Chance}" in tex
+    # galleries of different sizes: one chance mark per bar
+    df.loc[df.model == "speechclip", "chance"] *= 2
+    fig = plots.retrieval_recall(df, MODELS)
+    assert len([a for a in by_gid(fig, "chance:speech→image:R@1")
+                if a.get_gid().endswith("R@1")]) == 4
+    assert "_chance_" not in plots.retrieval_tables(df, MODELS)[0]
+    assert not by_gid(plots.retrieval_recall(df, MODELS, chance=False), "chance:")
 
 
 def test_retrieval_percent_input_kept_and_empty():
@@ -577,10 +662,9 @@ def test_entry_script_table_figures(tmp_path):
     extra.to_parquet(tmp_path / "ret2.parquet")
     # every table figure goes through the same code path; saving is the slow part, so two
     # figures go all the way to disk and the rest only check the name → function mapping
-    from avprobe.figures.render import TABLE_FIGURES
-
-    assert set(TABLE_FIGURES) == {"symbolism_auc", "symbolism_scores", "rsa_layers",
-                                  "rsa_partial", "probe_layers", "retrieval_recall"}
+    assert set(deps.FIGURES) == {"symbolism_auc", "symbolism_scores", "rsa_layers",
+                                 "rsa_partial", "probe_layers", "retrieval_recall",
+                                 "rdm_heatmaps", "stimulus_montage"}
     jobs = {
         "rsa_partial": [tables["rsa"]],
         "retrieval_recall": [tables["ret"], tmp_path / "ret2.parquet"],
@@ -620,6 +704,23 @@ def test_entry_script_rdm_montage_and_empty_table(tmp_path):
     assert Path(out["png"]).exists()
     with pytest.raises(ValueError, match="unknown figure"):
         _run_entry("nope", {}, out, tmp_path)
+
+
+def test_render_options_size_and_unknown_option(tmp_path):
+    from avprobe.figures.render import render_figure
+
+    path = tmp_path / "rsa.parquet"
+    rsa_table().to_parquet(path)
+    out = dict(pdf=tmp_path / "f.pdf", png=tmp_path / "f.png")
+    render_figure("rsa_layers", tables=[path], models=MODELS,
+                  options={"size": [3.0, 2.0], "references": ["sharpness"]}, **out)
+    from PIL import Image
+
+    with Image.open(out["png"]) as img:  # bbox "tight" trims a little
+        assert img.size[0] <= 3.0 * style.DPI + 2 and img.size[1] <= 2.0 * style.DPI + 2
+    with pytest.raises(ValueError, match=r"unknown option\(s\) referencs; valid: references, sets, size"):
+        render_figure("rsa_layers", tables=[path], models=MODELS,
+                      options={"referencs": ["label"]}, **out)
 
 
 @pytest.mark.parametrize("figure,table", [
@@ -685,3 +786,135 @@ def test_probe_chance_column_and_targets():
     assert chance == [round(1 / 6, 3), 0.3]
     ylabels = [ax.get_ylabel() for ax in fig.axes if ax.get_visible() and ax.get_ylabel()]
     assert ylabels == ["pseudowords · label\nprobe accuracy", "pseudowords · voice\nprobe accuracy"]
+
+
+# ---------------------------------------------------------------------------------------------
+# per-figure regeneration, through the real snakemake CLI on a finished minimal study
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOW_PARTS = ("Snakefile", "rules", "workflow", "config", "envs", "profiles", "resources")
+FIGURE_CODE = "workflow/scripts/avprobe/figures"
+#: Jobs downstream of every figure (the run's target and the provenance table of all outputs).
+AGGREGATORS = {"all", "provenance"}
+#: The smallest study that still runs every stage a figure hangs on: one baseline on shapes
+#: (extraction, RSA, probes), and the pseudowords of the stimulus montage.
+MINIMAL_CONFIG = """\
+seed: 0
+stimuli:
+  pseudowords: {words_per_class: 2}
+  tts:
+    voices: [{id: us_m1, engine: espeak, voice: en-us, variant: m1}]
+  shapes: {per_class: 4, size: 32}
+  scenes: {images: 2, captions_per_image: 1, size: 32}
+models:
+  pixels: {family: pixels, display: "pixels (baseline)", kind: baseline, towers: [image],
+           layers: [rgb], size: 8}
+analysis:
+  n_permutations: 9
+  n_bootstrap: 9
+  symbolism: []
+  retrieval: []
+  probe: {folds: 2, C: [1.0]}
+"""
+
+
+def _snakemake(work: Path, *args: str, check: bool = True):
+    import os
+    import subprocess
+    import sys
+
+    exe = str(Path(sys.executable).with_name("snakemake"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run([exe, *args], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _planned(work: Path, *args: str) -> set[str]:
+    out = _snakemake(work, "-n", *args).stdout
+    return {line.strip()[len("rule "):-1] for line in out.splitlines()
+            if line.strip().startswith("rule ") and line.strip().endswith(":")}
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory):
+    """A scratch copy of the workflow whose minimal study has run to the end."""
+    import shutil
+
+    work = tmp_path_factory.mktemp("regen")
+    for part in WORKFLOW_PARTS:
+        src = ROOT / part
+        if src.is_dir():
+            shutil.copytree(src, work / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, work / part)
+    (work / "config.yaml").write_text(MINIMAL_CONFIG)
+    _snakemake(work, "--cores", "2")
+    return work
+
+
+def _edit(path: Path):
+    """Append a comment to ``path`` (a content change: snakemake ignores a bare touch of an
+    input whose checksum it recorded); returns a function restoring it."""
+    original = path.read_text()
+    path.write_text(original + "\n# edited\n")
+    return lambda: path.write_text(original)
+
+
+def test_editing_a_figure_module_reruns_exactly_that_figure(finished_study):
+    figures = finished_study / FIGURE_CODE
+    for module, expected in (
+        ("rsa_layers.py", {"figure_rsa_layers"}),
+        # the shared style reruns every figure of the study
+        ("style.py", {"figure_stimulus_montage", "figure_rsa_layers", "figure_probe_layers",
+                      "figure_rdm_heatmaps"}),
+    ):
+        restore = _edit(figures / module)
+        try:
+            planned = _planned(finished_study)
+        finally:
+            restore()
+        assert planned - AGGREGATORS == expected, (module, planned)
+        assert not {r for r in planned if "extract" in r or r in ("rsa", "probe")}
+    assert _planned(finished_study) == set()  # the same content again: nothing to redo
+
+
+def test_changing_one_figures_options_reruns_only_that_figure(finished_study):
+    extra = finished_study / "figure_options.yaml"
+    extra.write_text("figures:\n  rdm_heatmaps: {layers: [rgb], max_height: 6}\n")
+    planned = _planned(finished_study, "--configfile", str(extra))
+    assert planned - AGGREGATORS == {"figure_rdm_heatmaps"}, planned
+    # a typo in an option name fails before any job, naming the key
+    extra.write_text("figures:\n  rdm_heatmaps: {layer: [rgb]}\n")
+    proc = _snakemake(finished_study, "-n", "--configfile", str(extra), check=False)
+    assert proc.returncode != 0 and "layer" in proc.stdout + proc.stderr
+
+
+def test_rules_list_each_figures_own_modules():
+    for figure in deps.FIGURES:
+        names = {p.name for p in deps.sources(figure)}
+        assert f"{figure}.py" in names and {"style.py", "common.py", "render.py"} <= names
+        others = {f"{f}.py" for f in deps.FIGURES if f != figure}
+        # rsa_partial draws with rsa_layers' code; no other figure uses another's module
+        assert names & others == ({"rsa_layers.py"} if figure == "rsa_partial" else set())
+
+
+def test_schema_options_are_the_drawing_functions_keywords():
+    import inspect
+
+    import yaml
+
+    from avprobe.figures import render
+
+    schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+    figures = schema["properties"]["figures"]["properties"]
+    assert set(figures) == set(deps.FIGURES)
+    for figure, spec in figures.items():
+        func = getattr(render.figure_module(figure), figure)
+        module = render.figure_module(figure)
+        params = set(list(inspect.signature(func).parameters)[2:]) - set(
+            getattr(module, "NOT_OPTIONS", ()))
+        options = set(spec["properties"])
+        assert options == params | set(render.COMMON_OPTIONS), figure

@@ -1,13 +1,18 @@
 """Draw one figure (rules/figures.smk runs this script once per figure).
 
+The drawing code of figure <name> is avprobe/figures/<name>.py (plus the shared modules it
+imports); the rule lists those files as inputs, so editing one reruns only its figures.
+
 snakemake keys
 --------------
 params.figure     figure name: symbolism_auc | symbolism_scores | rsa_layers | rsa_partial |
                   probe_layers | retrieval_recall | rdm_heatmaps | stimulus_montage
-params.models     the config's ``models`` mapping (display names, kinds → colours, line styles)
-params.options    optional dict of keyword arguments for the plotting function, e.g.
-                  {"layers": ["0", "6", "joint"]} for rdm_heatmaps, {"metric": "balanced_accuracy"}
-                  for probe_layers
+params.models     display name and kind of each config model, in config order (colours,
+                  line styles)
+params.options    config figures.<name>: keyword arguments of the figure's drawing function,
+                  e.g. {"layers": ["0", "6", "joint"]} for rdm_heatmaps,
+                  {"metric": "balanced_accuracy"} for probe_layers, plus "size" [w, h] inches
+input.code        the figure's source files (dependencies only)
 input.tables      list of tidy Parquet tables, concatenated (all table figures)
 input.rdms        list of ``<set>/<model>.rdms.npz`` files (rdm_heatmaps)
 input.shapes      shapes manifest; input.pseudowords: pseudowords manifest (stimulus_montage;

@@ -1,49 +1,61 @@
-"""Read a figure's inputs, draw it with :mod:`avprobe.figures.plots`, write its outputs.
+"""Draw one figure with its own module ``avprobe/figures/<figure>.py`` and write its outputs.
 
-:func:`render_figure` is the one library call of ``workflow/scripts/figure.py``.
+:func:`render_figure` is the one library call of ``workflow/scripts/figure.py``. It imports
+only the module of the figure asked for; that module's ``draw(inputs, models, **options)``
+returns the matplotlib figure, and its optional ``write_extras(inputs, outputs, models,
+**options)`` writes further outputs (the retrieval tables).
+
+``options`` (config ``figures.<figure>``) are keyword arguments of the module's drawing
+function, except these, which every figure takes:
+
+* ``size``: ``[width, height]`` in inches, replacing the figure's own size.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import logging
 import os
-from pathlib import Path
 from typing import Iterable, Mapping
 
-import pandas as pd
-
-from ..io import TABLE_COLUMNS, atomic_path, read_manifest
-from . import plots, style
+from . import style
+from .common import as_list
+from .deps import FIGURES
 
 log = logging.getLogger("avprobe")
 
-#: Figures drawn from tidy tables (``tables`` input), and the function drawing each.
-TABLE_FIGURES = {
-    "symbolism_auc": plots.symbolism_auc,
-    "symbolism_scores": plots.symbolism_scores,
-    "rsa_layers": plots.rsa_layers,
-    "rsa_partial": plots.rsa_partial,
-    "probe_layers": plots.probe_layers,
-    "retrieval_recall": plots.retrieval_recall,
-}
-FIGURES = tuple(TABLE_FIGURES) + ("rdm_heatmaps", "stimulus_montage")
+#: Options every figure takes (handled here, not by the figure's module).
+COMMON_OPTIONS = ("size",)
 
 
-def _as_list(paths) -> list[str]:
-    if paths is None:
-        return []
-    if isinstance(paths, (str, os.PathLike)):
-        return [str(paths)]
-    return [str(p) for p in paths]
+def figure_module(figure: str):
+    """The module drawing ``figure`` (``avprobe.figures.<figure>``)."""
+    if figure not in FIGURES:
+        raise ValueError(f"unknown figure {figure!r}; known: {', '.join(FIGURES)}")
+    return importlib.import_module(f"{__package__}.{figure}")
 
 
-def read_tables(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
-    """Concatenate tidy tables (extra columns may differ between files); none → empty."""
-    frames = [pd.read_parquet(p) for p in _as_list(paths)]
-    frames = [f for f in frames if not f.empty]
-    if not frames:
-        return pd.DataFrame(columns=list(TABLE_COLUMNS))
-    return pd.concat(frames, ignore_index=True, sort=False)
+def check_options(figure: str, module, options: Mapping) -> None:
+    """Fail with the figure's valid option names when ``options`` has an unknown key.
+
+    The options are the keyword parameters of the module's function named like the figure,
+    after its two data parameters, less the module's ``NOT_OPTIONS`` (set by the code)."""
+    func = getattr(module, figure, None)
+    if func is None:
+        return
+    params = inspect.signature(func).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    internal = set(getattr(module, "NOT_OPTIONS", ()))
+    valid = [n for n, p in list(params.items())[2:]
+             if p.kind is not p.VAR_POSITIONAL and n not in internal]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"figures.{figure}: unknown option(s) {', '.join(unknown)}; valid: "
+            f"{', '.join(valid + list(COMMON_OPTIONS))}"
+        )
 
 
 def render_figure(
@@ -60,40 +72,25 @@ def render_figure(
     latex: str | os.PathLike | None = None,
     options: Mapping | None = None,
 ) -> None:
-    """Draw ``figure`` from its inputs and write ``pdf`` + ``png`` (and retrieval tables).
-
-    ``options`` are passed to the plotting function as keyword arguments (e.g. ``layers`` for
-    ``rdm_heatmaps``, ``metric`` for ``probe_layers``).
-    """
+    """Draw ``figure`` from its inputs and write ``pdf`` + ``png`` (and retrieval tables)."""
+    module = figure_module(figure)
     options = dict(options or {})
-    if figure in TABLE_FIGURES:
-        paths = _as_list(tables)
-        df = read_tables(paths)
-        log.info("%s: %d rows from %d tables", figure, len(df), len(paths))
-        fig = TABLE_FIGURES[figure](df, models, **options)
-        if figure == "retrieval_recall" and (markdown or latex):
-            md, tex = plots.retrieval_tables(df, models, layer=options.get("layer"))
-            for path, text in ((markdown, md), (latex, tex)):
-                if path:
-                    with atomic_path(path) as tmp:
-                        Path(tmp).write_text(text, encoding="utf-8")
-    elif figure == "rdm_heatmaps":
-        files = [plots.read_rdms(p) for p in _as_list(rdms)]
-        log.info("%s: %d RDM files", figure, len(files))
-        fig = plots.rdm_heatmaps(files, models, **options)
-    elif figure == "stimulus_montage":
-        shapes_df = read_manifest(shapes) if shapes else None
-        words_df = read_manifest(pseudowords) if pseudowords else None
-        fig = plots.stimulus_montage(
-            shapes_df, words_df,
-            shapes_root=Path(shapes).parent if shapes else ".",
-            pseudowords_root=Path(pseudowords).parent if pseudowords else ".",
-            **options,
-        )
-    else:
-        raise ValueError(f"unknown figure {figure!r}; known: {', '.join(FIGURES)}")
+    size = options.pop("size", None)
+    check_options(figure, module, options)
+    inputs = {"tables": as_list(tables), "rdms": as_list(rdms),
+              "shapes": str(shapes) if shapes else None,
+              "pseudowords": str(pseudowords) if pseudowords else None}
+    log.info("%s: %d tables, %d RDM files, options %s", figure, len(inputs["tables"]),
+             len(inputs["rdms"]), options or "{}")
+    fig = module.draw(inputs, models, **options)
     try:
+        if size:
+            width, height = (float(v) for v in size)
+            fig.set_size_inches(width, height)
         style.save_as(fig, pdf, png)
     finally:
         style.plt.close(fig)
+    extras = {"markdown": markdown, "latex": latex}
+    if hasattr(module, "write_extras") and any(extras.values()):
+        module.write_extras(inputs, extras, models, **options)
     log.info("%s: wrote %s and %s", figure, pdf, png)

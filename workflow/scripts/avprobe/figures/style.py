@@ -159,7 +159,8 @@ def _greys(n: int) -> list[tuple]:
     if n == 1:
         levels = [0.45]
     else:
-        levels = [0.2 + 0.45 * i / (n - 1) for i in range(n)]
+        # Never near black (text, CI lines and the chance line are dark) nor near white.
+        levels = [0.3 + 0.35 * i / (n - 1) for i in range(n)]
     return [(v, v, v) for v in levels]
 
 
