@@ -105,3 +105,26 @@ rule summary:
         "../envs/analysis.yaml"
     script:
         "../workflow/scripts/summarize.py"
+
+
+# The run's last job: sha256 of every output (and of the stimuli and built models behind the
+# embeddings), the config hash and package versions (avprobe.provenance).
+rule provenance:
+    input:
+        outputs=lambda wildcards: plan.provenance_inputs(
+            all_targets(),
+            rsa_rdms(),
+            symbolism_score_tables(),
+            *(FIGURE_EXTRA_OUTPUTS.get(f, {}).values() for f in FIGURES),
+        ),
+    output:
+        table=plan.PROVENANCE,
+    params:
+        config_hash=plan.config_hash(config),
+        workflow_versions=plan.workflow_versions(),
+    log:
+        "logs/analysis/provenance.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow/scripts/provenance.py"

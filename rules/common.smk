@@ -5,19 +5,30 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
 from avprobe import plan
-from avprobe.sets import SET_MODALITY
+from avprobe.sets import ASR_SETS, CORPUS_SET_MODALITY, SET_MODALITY
+from avprobe.stimuli.corpora import check_corpus_config
 
 plan.check(config)
+check_corpus_config(config)
 
 MODELS = config["models"]
 EXTRACTIONS = plan.extractions(config)
 LABELLED = plan.labelled_extractions(config)
 SYMBOLISM = {plan.symbolism_name(e): e for e in config["analysis"]["symbolism"]}
-RETRIEVAL = {e["name"]: e for e in config["analysis"]["retrieval"]}
+RETRIEVAL = {e["name"]: plan.retrieval_entry(e) for e in config["analysis"]["retrieval"]}
+# The speech recogniser of the cascade (asr.model), or None: then no transcript set is built.
+ASR_MODEL = plan.asr_model(config)
+# Models whose extractions run as N resumable shard jobs, merged at the end (shards: N > 1).
+SHARDS = {m: plan.shards_for(spec) for m, spec in MODELS.items() if plan.shards_for(spec) > 1}
+
+
+def alternatives(names):
+    """A wildcard constraint matching exactly these names (nothing when there are none)."""
+    return "|".join(map(re.escape, names)) or "(?!)"
 
 
 wildcard_constraints:
-    set="|".join(SET_MODALITY),
+    set="|".join(list(SET_MODALITY) + list(CORPUS_SET_MODALITY)),
     model="|".join(map(re.escape, MODELS)),
 
 
@@ -35,15 +46,40 @@ def local_source(source):
     return str(path if path.is_absolute() else Path(workflow.basedir) / path)
 
 
+def model_weights(model):
+    """The built weights of an untrained control, or the prefetch record of a hub model."""
+    kind = MODELS[model].get("kind", "pretrained")
+    if kind == "untrained":
+        return {"model_dir_config": f"results/models/{model}/config.json"}
+    if kind == "pretrained":
+        return {"prefetched": "results/models/prefetched.json"}
+    return {}
+
+
 def extraction_inputs(wildcards):
     """The set's manifest, plus the built weights when the model is an untrained control."""
-    inputs = {"manifest": manifest(wildcards.set)}
-    kind = MODELS[wildcards.model].get("kind", "pretrained")
-    if kind == "untrained":
-        inputs["model_dir_config"] = f"results/models/{wildcards.model}/config.json"
-    elif kind == "pretrained":
-        inputs["prefetched"] = "results/models/prefetched.json"
-    return inputs
+    return {"manifest": manifest(wildcards.set), **model_weights(wildcards.model)}
+
+
+def transcribe_inputs(wildcards):
+    """The spoken set a transcript set transcribes, and the recogniser's weights."""
+    if ASR_MODEL is None:
+        raise ValueError(f"{wildcards.asr_set} needs a speech recogniser: set asr.model in the config")
+    return {"manifest": manifest(ASR_SETS[wildcards.asr_set]), **model_weights(ASR_MODEL)}
+
+
+def shard_files(wildcards):
+    """The shard files of one sharded extraction, in shard order."""
+    return plan.shard_paths(wildcards.set, wildcards.model, SHARDS[wildcards.model])
+
+
+def shard_rejected_files(wildcards):
+    """The rejected tables of those shards, in the same order."""
+    n = SHARDS[wildcards.model]
+    return [
+        f"results/embeddings/{wildcards.set}/rejected/{wildcards.model}.shards/{k}-of-{n}.parquet"
+        for k in range(1, n + 1)
+    ]
 
 
 def symbolism_inputs(wildcards):
@@ -57,10 +93,14 @@ def symbolism_inputs(wildcards):
 
 
 def retrieval_inputs(wildcards):
+    """One query set, or two for fusion (their normalised embeddings are summed); the manifest
+    of a transcript set comes first, as it also holds the reference text for the WER row."""
     entry = RETRIEVAL[wildcards.name]
+    queries = plan.retrieval_queries(entry)
+    query_files = [embeddings(q, entry["model"]) for q in queries]
     return {
-        "queries_manifest": manifest(entry["queries"]),
-        "queries_embeddings": embeddings(entry["queries"], entry["model"]),
+        "queries_manifest": manifest(plan.retrieval_manifest_set(queries)),
+        "queries_embeddings": query_files[0] if len(query_files) == 1 else query_files,
         "gallery_manifest": manifest(entry["gallery"]),
         "gallery_embeddings": embeddings(entry["gallery"], entry["model"]),
     }
@@ -102,4 +142,5 @@ def all_targets():
     targets += symbolism_tables() + rsa_tables() + probe_tables() + retrieval_tables()
     targets += expand("results/figures/{figure}.pdf", figure=FIGURES)
     targets += ["results/tables/summary.md"]
+    targets += [plan.PROVENANCE]
     return targets

@@ -17,10 +17,13 @@ rule extract_embeddings:
         unpack(extraction_inputs),
     output:
         embeddings="results/embeddings/{set}/{model}.parquet",
+        rejected="results/embeddings/{set}/rejected/{model}.parquet",
     params:
         set=lambda wildcards: wildcards.set,
         model=lambda wildcards: wildcards.model,
         spec=lambda wildcards: MODELS[wildcards.model],
+    wildcard_constraints:
+        model=alternatives(m for m in MODELS if m not in SHARDS),
     threads: lambda wildcards: MODELS[wildcards.model]["threads"]
     resources:
         gpu=lambda wildcards: plan.gpus_for(MODELS[wildcards.model]),
@@ -32,6 +35,85 @@ rule extract_embeddings:
         "../envs/models.yaml"
     script:
         "../workflow/scripts/extract_embeddings.py"
+
+
+# A model with `shards: N` (N > 1) embeds each set as N jobs, one contiguous block of the
+# manifest each (avprobe.extract.shard_bounds): an interrupted run resumes with the shards not
+# yet written. merge_embedding_shards then writes the same <model>.parquet an unsharded run
+# writes (rows, order and values), and the shard files are removed.
+rule extract_embedding_shard:
+    input:
+        unpack(extraction_inputs),
+    output:
+        embeddings=temp("results/embeddings/{set}/{model}.shards/{shard}-of-{nshards}.parquet"),
+        rejected=temp("results/embeddings/{set}/rejected/{model}.shards/{shard}-of-{nshards}.parquet"),
+    params:
+        set=lambda wildcards: wildcards.set,
+        model=lambda wildcards: wildcards.model,
+        spec=lambda wildcards: MODELS[wildcards.model],
+        shard=lambda wildcards: [int(wildcards.shard), int(wildcards.nshards)],
+    wildcard_constraints:
+        model=alternatives(SHARDS),
+        shard=r"\d+",
+        nshards=r"\d+",
+    threads: lambda wildcards: MODELS[wildcards.model]["threads"]
+    resources:
+        gpu=lambda wildcards: plan.gpus_for(MODELS[wildcards.model]),
+        mem_mb=lambda wildcards: MODELS[wildcards.model]["mem_mb"],
+        runtime=lambda wildcards: MODELS[wildcards.model]["runtime"],
+    log:
+        "logs/embeddings/{set}/{model}.shards/{shard}-of-{nshards}.log",
+    conda:
+        "../envs/models.yaml"
+    script:
+        "../workflow/scripts/extract_embeddings.py"
+
+
+rule merge_embedding_shards:
+    input:
+        manifest=lambda wildcards: manifest(wildcards.set),
+        shards=shard_files,
+        rejected=shard_rejected_files,
+    output:
+        embeddings="results/embeddings/{set}/{model}.parquet",
+        rejected="results/embeddings/{set}/rejected/{model}.parquet",
+    wildcard_constraints:
+        model=alternatives(SHARDS),
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards: MODELS[wildcards.model]["mem_mb"],
+    log:
+        "logs/embeddings/{set}/{model}.merge.log",
+    conda:
+        "../envs/models.yaml"
+    script:
+        "../workflow/scripts/merge_embeddings.py"
+
+
+# Seed 003's cascade: the asr.model recogniser transcribes a spoken set (captions) into a text
+# set (caption_asr: text = transcript, reference_text = the spoken caption), which the text
+# towers then embed like any other text set. Only planned when asr.model is set.
+rule transcribe:
+    input:
+        unpack(transcribe_inputs),
+    output:
+        manifest="results/stimuli/{asr_set}/manifest.parquet",
+    params:
+        model=ASR_MODEL,
+        spec=lambda wildcards: MODELS[ASR_MODEL],
+    wildcard_constraints:
+        asr_set=alternatives(ASR_SETS),
+    threads: lambda wildcards: MODELS[ASR_MODEL]["threads"]
+    resources:
+        gpu=lambda wildcards: plan.gpus_for(MODELS[ASR_MODEL]),
+        mem_mb=lambda wildcards: MODELS[ASR_MODEL]["mem_mb"],
+        runtime=lambda wildcards: MODELS[ASR_MODEL]["runtime"],
+    log:
+        "logs/stimuli/transcribe_{asr_set}.log",
+    conda:
+        "../envs/models.yaml"
+    script:
+        "../workflow/scripts/transcribe.py"
 
 
 localrules:

@@ -205,3 +205,157 @@ def test_entry_scripts(stimuli, tmp_path):
     assert io.embeddings_metadata(out)["model_dir"] == str(model_config.parent)
     text = extract_log.read_text()
     assert "5 items in" in text and "items/s)" in text
+
+
+# ------------------------------------------------------------------------------------------------
+# Sharded extraction (big corpora) and float16 storage
+# ------------------------------------------------------------------------------------------------
+
+
+def _table(path):
+    """(rows, embeddings): the id/layer columns, and every row's vector (widths may differ by layer)."""
+    df = pq.read_table(path).to_pandas()
+    return df[["stimulus_id", "layer", "layer_index"]], [np.asarray(e, np.float32) for e in df["embedding"]]
+
+
+def _assert_same_vectors(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_shard_bounds_cover_the_manifest_once_in_order():
+    from avprobe.extract import shard_bounds
+
+    for n_items in (3, 10, 25_000):
+        for n in range(1, min(n_items, 7) + 1):
+            bounds = [shard_bounds(n_items, k, n) for k in range(1, n + 1)]
+            assert bounds[0][0] == 0 and bounds[-1][1] == n_items
+            assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+            assert max(b - a for a, b in bounds) - min(b - a for a, b in bounds) <= 1
+    with pytest.raises(ValueError, match="lower `shards`"):
+        shard_bounds(2, 1, 3)
+    with pytest.raises(ValueError, match="count from 1"):
+        shard_bounds(10, 0, 3)
+
+
+@pytest.mark.parametrize(
+    "set_name, model, spec, built, n_shards",
+    [
+        ("pseudowords", "hubert-untrained", {"family": "hf_audio", "kind": "untrained", "towers": ["audio"],
+                                             "batch_size": 1}, "hubert-tiny", 2),
+        ("pseudoword_text", "clip-untrained", {"family": "clip", "kind": "untrained", "towers": ["text", "image"],
+                                               "batch_size": 1}, "clip-tiny", 3),
+        ("shapes", "pixels", {"family": "pixels", "kind": "baseline", "size": 4}, None, 3),
+    ],
+)
+def test_sharded_extraction_equals_unsharded(models, stimuli, tmp_path, set_name, model, spec, built, n_shards):
+    """N shard jobs merged = one unsharded job: same rows, same order, same values (bit for bit,
+    since batch_size 1 gives every item the same computation either way)."""
+    from avprobe.extract import merge_shards
+
+    manifest = stimuli / set_name / "manifest.parquet"
+    model_dir = models[built] if built else None
+    whole = tmp_path / f"{model}.parquet"
+    extract_embeddings(manifest, set_name, model, spec, whole, model_dir=model_dir)
+    sharded = {**spec, "shards": n_shards}
+    paths = []
+    for k in range(1, n_shards + 1):
+        path = tmp_path / f"{model}.shards" / f"{k}-of-{n_shards}.parquet"
+        summary = extract_embeddings(manifest, set_name, model, sharded, path, model_dir=model_dir,
+                                     shard=(k, n_shards))
+        assert 1 <= summary["n_items"] < len(pd.read_parquet(manifest))
+        paths.append(path)
+    merged = tmp_path / "merged.parquet"
+    merge_shards(paths, merged, manifest_path=manifest)
+    (rows_a, emb_a), (rows_b, emb_b) = _table(whole), _table(merged)
+    pd.testing.assert_frame_equal(rows_a, rows_b)
+    _assert_same_vectors(emb_a, emb_b)
+    assert io.embedding_layers(whole) == io.embedding_layers(merged)
+    assert pq.ParquetFile(merged).num_row_groups == pq.ParquetFile(whole).num_row_groups
+    meta_a, meta_b = io.embeddings_metadata(whole), io.embeddings_metadata(merged)
+    assert meta_b["shards"] == n_shards and "shard" not in meta_b
+    for key in ("config_hash", "revision", "n_items", "layers", "storage_dtype", "kind"):
+        assert meta_a[key] == meta_b[key], key
+    # a shard from another config, or shards out of order, are refused
+    with pytest.raises(ValueError, match="expected shard 1"):
+        merge_shards(paths[::-1], tmp_path / "bad.parquet")
+    assert not (tmp_path / "bad.parquet").exists()
+
+
+def test_float16_storage_halves_the_bytes_and_reads_as_float32(models, stimuli, tmp_path):
+    # io level: a realistic width, so the embedding bytes dominate the file
+    rng = np.random.default_rng(0)
+    ids = [f"s{i}" for i in range(400)]
+    x = rng.normal(size=(400, 256)).astype(np.float32)
+    sizes = {}
+    for dtype in ("float32", "float16"):
+        path = tmp_path / f"{dtype}.parquet"
+        io.write_embeddings([("0", 0, (ids, x)), ("1", 1, (ids, -x))], path, {}, dtype=dtype)
+        sizes[dtype] = path.stat().st_size
+        got_ids, got = io.read_layer(path, "1")
+        assert got_ids == ids and got.dtype == np.float32
+        np.testing.assert_allclose(got, -x, rtol=1e-3, atol=1e-4)  # float16: 11-bit mantissa
+    assert sizes["float16"] < 0.6 * sizes["float32"]
+    with pytest.raises(ValueError, match="overflow float16"):
+        io.write_embeddings([("0", 0, (["a"], np.array([[1e6]], np.float32)))], tmp_path / "o.parquet", {},
+                            dtype="float16")
+    # through extraction: storage_dtype in the spec, recorded in the metadata
+    spec = {"family": "clip", "kind": "untrained", "towers": ["text", "image"], "batch_size": 2}
+    manifest = stimuli / "pseudoword_text" / "manifest.parquet"
+    full, half = tmp_path / "full.parquet", tmp_path / "half.parquet"
+    extract_embeddings(manifest, "pseudoword_text", "clip-untrained", spec, full, model_dir=models["clip-tiny"])
+    extract_embeddings(manifest, "pseudoword_text", "clip-untrained", {**spec, "storage_dtype": "float16"}, half,
+                       model_dir=models["clip-tiny"])
+    assert io.embeddings_metadata(half)["storage_dtype"] == "float16"
+    assert io.embeddings_metadata(full)["storage_dtype"] == "float32"
+    assert pq.read_schema(half).field("embedding").type.value_type == "halffloat"
+    for name, _ in io.embedding_layers(full):
+        ids_f, a = io.read_layer(full, name)
+        ids_h, b = io.read_layer(half, name)
+        assert ids_f == ids_h and b.dtype == np.float32
+        np.testing.assert_allclose(b, a, rtol=2e-3, atol=1e-3 * np.abs(a).max())
+    with pytest.raises(ValueError, match="storage_dtype"):
+        extract_embeddings(manifest, "pseudoword_text", "clip-untrained", {**spec, "storage_dtype": "int8"},
+                           tmp_path / "x.parquet", model_dir=models["clip-tiny"])
+
+
+def test_sharded_workflow_resumes_and_merges(stimuli, tmp_path):
+    """The real rules: shards are separate jobs; a rerun runs only the missing shards; the merge
+    writes what the unsharded rule writes, and the shard files are then removed."""
+    import shutil
+
+    from test_workflow import copy_workflow, planned_rules, run_snakemake
+
+    (tmp_path / "wf").mkdir()
+    work = copy_workflow(tmp_path / "wf")
+    shapes = work / "results" / "stimuli" / "shapes"
+    shutil.copytree(stimuli / "shapes" / "png", shapes / "images" / "png")
+    pd.read_parquet(stimuli / "shapes" / "manifest.parquet").assign(
+        path=lambda d: "images/" + d["path"]).to_parquet(shapes / "manifest.parquet", index=False)
+    (work / "shards.yaml").write_text("models:\n  pixels: {shards: 2}\n")
+    args = ("--cores", "1", "--rerun-triggers", "mtime", "--configfile", "shards.yaml")
+    target = "results/embeddings/shapes/pixels.parquet"
+    shard1 = work / "results/embeddings/shapes/pixels.shards/1-of-2.parquet"
+    shard2 = work / "results/embeddings/shapes/pixels.shards/2-of-2.parquet"
+    # an interrupted run: only the first shard got written
+    run_snakemake("results/embeddings/shapes/pixels.shards/1-of-2.parquet", *args, cwd=work)
+    assert shard1.exists() and not shard2.exists()
+    plan_out = run_snakemake(target, "-n", *args, cwd=work).stdout
+    assert planned_rules(plan_out) == {"extract_embedding_shard", "merge_embedding_shards"}
+    assert "2-of-2.parquet" in plan_out and "output: results/embeddings/shapes/pixels.shards/1-of-2" not in plan_out
+    run_snakemake(target, *args, cwd=work)
+    merged = work / target
+    assert merged.exists() and not shard1.exists() and not shard2.exists()  # temp shards removed
+    assert (work / "results/embeddings/shapes/rejected/pixels.parquet").exists()
+    assert io.embeddings_metadata(merged)["shards"] == 2
+    # the same file as the unsharded rule writes
+    sharded_rows, sharded_emb = _table(merged)
+    shutil.move(merged, tmp_path / "sharded.parquet")
+    run_snakemake(target, "--cores", "1", "--rerun-triggers", "mtime", cwd=work)
+    assert "shards" not in io.embeddings_metadata(merged)
+    rows, emb = _table(merged)
+    pd.testing.assert_frame_equal(rows, sharded_rows)
+    _assert_same_vectors(emb, sharded_emb)
+    # N = 1 plans exactly the one extraction job
+    assert planned_rules(run_snakemake(target, "-n", "-f", "--cores", "1", cwd=work).stdout) == {"extract_embeddings"}

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from avprobe import io
 
@@ -201,3 +202,35 @@ def test_tiny_run_editing_a_figure_reruns_only_that_figure(tiny_run):
     rules = planned_rules(out) - {"provenance"}  # provenance hashes every output, figures too
     assert rules and all(r.startswith("figure_") for r in rules), rules
     assert "extract_embeddings" not in rules
+
+
+def test_a_configured_corpus_joins_the_plan_and_a_broken_one_fails_at_parse(tmp_path):
+    from test_stimuli import flickr8k as flickr8k_fixture
+
+    corpus = flickr8k_fixture.__wrapped__(tmp_path)
+    good = tmp_path / "corpus.yaml"
+    good.write_text(
+        yaml.safe_dump(
+            {
+                "stimuli": {"corpora": {"flickr8k": corpus}},
+                "analysis": {
+                    "retrieval": [
+                        {"name": "flickr_text", "mode": "text", "model": "clip-untrained",
+                         "queries": "flickr8k_caption_text", "gallery": "flickr8k_images"}
+                    ]
+                },
+            }
+        )
+    )
+    out = run_snakemake("-n", "--configfile", str(good)).stdout
+    rules = planned_rules(out)
+    assert "import_corpus" in rules
+    assert "results/embeddings/flickr8k_images/clip-untrained.parquet" in out
+    assert "results/embeddings/flickr8k_captions/hubert-untrained.parquet" in out
+    assert "results/tables/retrieval/flickr_text.parquet" in out
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump({"stimuli": {"corpora": {"flickr8k": {**corpus, "captions_file": "/nope.txt"}}}}))
+    proc = run_snakemake("-n", "--configfile", str(broken), check=False)
+    assert proc.returncode != 0
+    assert "stimuli.corpora.flickr8k.captions_file" in proc.stdout + proc.stderr

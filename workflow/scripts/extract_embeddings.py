@@ -4,12 +4,17 @@ snakemake.input.manifest:          results/stimuli/<set>/manifest.parquet
 snakemake.input.model_dir_config:  optional; config.json of a built untrained model (its folder is
                                    loaded instead of params.spec['source'])
 snakemake.params.set / .model / .spec: set name, model name, the model's config['models'] entry
-snakemake.output.embeddings:       results/embeddings/<set>/<model>.parquet
+snakemake.output.embeddings:       results/embeddings/<set>/<model>.parquet, or for shard k of N
+                                   (params.shard = [k, N]) <model>.shards/<k>-of-<N>.parquet
+snakemake.output.rejected:         optional; the quarantined stimuli (stimulus_id, path, check, reason)
+snakemake.config on_bad_input / multichannel_audio: quarantine | fail, quarantine | downmix
 snakemake.threads, snakemake.log[0]
 """
 
 from avprobe.extract import extract_embeddings, model_dir_from_config
 from avprobe.runtime import job_log
+
+config = getattr(snakemake, "config", None) or {}  # noqa: F821  (tests call the script without one)
 
 with job_log(snakemake.log[0] if snakemake.log else None, snakemake.threads):  # noqa: F821
     extract_embeddings(
@@ -20,4 +25,7 @@ with job_log(snakemake.log[0] if snakemake.log else None, snakemake.threads):  #
         snakemake.output.embeddings,  # noqa: F821
         model_dir=model_dir_from_config(getattr(snakemake.input, "model_dir_config", None)),  # noqa: F821
         threads=snakemake.threads,  # noqa: F821
+        rejected_path=snakemake.output.get("rejected"),  # noqa: F821
+        **{key: config[key] for key in ("on_bad_input", "multichannel_audio") if key in config},
+        shard=getattr(snakemake.params, "shard", None),  # noqa: F821
     )

@@ -39,9 +39,24 @@ TABLE_COLUMNS = (
 EMBEDDINGS_META_KEY = b"avprobe"
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Permissions of a finished file (mkstemp makes its temporary files private, 0600).
+_FILE_MODE = 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
+
+    The temporary name is hidden (``.<name>.<random>.tmp``) in the same folder, so the rename is
+    atomic and a writer killed mid-way (even by SIGKILL) leaves no file under ``path`` that
+    looks complete; an exception removes the temporary file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -49,6 +64,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        if tmp.is_file():
+            os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -99,9 +116,13 @@ def write_embeddings(
     one row group, so a reader that wants one layer touches only that layer's bytes.
     ``embedding`` is a fixed-size list when every layer has the same width; a model whose
     projection (``joint``) is narrower than its hidden states gets variable-size lists,
-    because one Parquet column has one type. Returns the number of rows written.
+    because one Parquet column has one type. ``dtype`` is the storage precision: ``float32``
+    (default) or ``float16`` (half the bytes; :func:`read_layer` returns float32 either way).
+    Returns the number of rows written.
     """
     np_dtype = np.dtype(dtype)
+    if np_dtype not in (np.float32, np.float16):
+        raise ValueError(f"{path}: embeddings are stored as float32 or float16, not {dtype!r}")
     arrow_float = pa.from_numpy_dtype(np_dtype)
     layers = list(layers)
     if not layers:
@@ -112,6 +133,9 @@ def write_embeddings(
             raise ValueError(f"layer {name}: expected a ({len(ids)}, dim) matrix, got {matrix.shape}")
         if not np.isfinite(matrix).all():
             raise ValueError(f"layer {name}: embeddings contain NaN or Inf")
+        if np_dtype == np.float16 and matrix.size and np.abs(matrix).max() > np.finfo(np.float16).max:
+            raise ValueError(f"layer {name}: values up to {np.abs(matrix).max():.4g} overflow float16 "
+                             f"(max {np.finfo(np.float16).max:.0f}); store this model as float32")
         widths.add(matrix.shape[1])
     fixed = len(widths) == 1
     list_type = pa.list_(arrow_float, widths.pop()) if fixed else pa.list_(arrow_float)

@@ -47,6 +47,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
 from .. import io as avio
+from .. import validate
 from ..sets import IMPACT_LABELS
 from . import stats
 
@@ -330,14 +331,15 @@ def run_probe(
     (1000), n_permutations (1000), include_reference (false).
     """
     cfg = dict(cfg or {})
-    man = avio.read_manifest(manifest)
+    man = validate.analysis_manifest(avio.read_manifest(manifest), embeddings, manifest_path=manifest,
+                                     classes="label")
     if not cfg.get("include_reference", False) and "is_reference" in man.columns:
         man = man[~man["is_reference"].fillna(False).astype(bool)]
     man = man.assign(stimulus_id=man["stimulus_id"].astype(str)).set_index("stimulus_id")
     n_boot = int(n_bootstrap if n_bootstrap is not None else cfg.get("n_bootstrap", 1000))
     n_perm = int(n_permutations if n_permutations is not None else cfg.get("n_permutations", 1000))
     rows = []
-    for name, index, ids, x in avio.read_all_layers(embeddings):
+    for name, index, ids, x in validate.checked_layers(embeddings):
         ids = pd.Index([str(i) for i in ids])
         keep = ids.isin(man.index)
         frame = man.loc[ids[keep]].reset_index()

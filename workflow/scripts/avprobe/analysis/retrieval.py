@@ -32,12 +32,16 @@ import numpy as np
 import pandas as pd
 
 from .. import io as avio
+from .. import validate
 from . import stats
 
 log = logging.getLogger("avprobe")
 
 MODES = ("end_to_end", "cascade", "text", "fusion")
 HYPOTHESIS_COLUMNS = ("asr_text", "hypothesis")
+#: The reference of the WER row: ``reference_text`` (a transcript manifest, whose ``text`` is
+#: the transcript itself, see avprobe.cascade), else ``text``.
+REFERENCE_COLUMNS = ("reference_text", "text")
 
 
 #: Scores are rounded to this many decimals before ranking, so items whose scores differ only
@@ -181,6 +185,18 @@ def _chance_image(n_captions: int, n_pos: np.ndarray, k: int) -> float:
     return float(np.mean(1 - prob)) if n_pos.size else float("nan")
 
 
+def _read_layer(path: str | Path, layer: str) -> tuple[list[str], np.ndarray]:
+    """A layer checked like every analysis input (non-empty, finite), except that a constant
+    layer is allowed here: its rankings are one fixed order or all ties, whose (expected)
+    recall is the chance rate — e.g. the identical transcripts of an untrained recogniser."""
+    ids, x = avio.read_layer(path, layer)
+    if x.ndim == 2 and x.shape[0] > 1 and x.shape[1] and np.isfinite(x).all() and not np.ptp(x, axis=0).any():
+        log.warning("%s: layer %r is constant (all %d embeddings identical); its recall is chance",
+                    path, layer, x.shape[0])
+        return ids, x
+    return validate.read_checked_layer(path, layer)
+
+
 def _layers(queries: Sequence[str | Path], gallery: str | Path, layer: str | None) -> list[tuple[str, int]]:
     g_layers = dict(avio.embedding_layers(gallery))
     q_layers = [dict(avio.embedding_layers(p)) for p in queries]
@@ -221,7 +237,8 @@ def run_retrieval(
     Columns: standard ones (``set`` = query set(s), metric ``R@1``…, value = recall in [0, 1],
     CI = bootstrap over queries, ``n`` = queries) plus name, mode, direction, k, gallery,
     chance (recall of a random ranking), n_gallery; and a ``wer`` row when the queries manifest
-    has ``text`` (reference) and ``asr_text``/``hypothesis`` (ASR output) columns.
+    has a reference (``reference_text``, else ``text``) and an ASR output (``asr_text`` or
+    ``hypothesis``) column.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -229,8 +246,12 @@ def run_retrieval(
     if mode == "fusion" and len(q_paths) != 2:
         raise ValueError("fusion needs two query embeddings files")
     q_set = queries if isinstance(queries, str) else "+".join(queries)
-    qm = avio.read_manifest(queries_manifest if isinstance(queries_manifest, (str, Path)) else queries_manifest[0])
-    gm = avio.read_manifest(gallery_manifest)
+    q_manifest = queries_manifest if isinstance(queries_manifest, (str, Path)) else queries_manifest[0]
+    qm = avio.read_manifest(q_manifest)
+    for p in q_paths:
+        validate.analysis_manifest(qm, p, manifest_path=q_manifest)
+    gm = validate.analysis_manifest(avio.read_manifest(gallery_manifest), gallery_embeddings,
+                                    manifest_path=gallery_manifest)
     if "image_id" not in qm.columns:
         raise KeyError("queries manifest needs an 'image_id' column")
     image_of = qm.assign(stimulus_id=qm["stimulus_id"].astype(str)).set_index("stimulus_id")["image_id"].astype(str)
@@ -240,11 +261,11 @@ def run_retrieval(
     base = dict(analysis="retrieval", set=q_set, model=model, name=name, mode=mode, gallery=gallery)
 
     for lname, lindex in _layers(q_paths, gallery_embeddings, layer):
-        g_ids, g_x = avio.read_layer(gallery_embeddings, lname)
+        g_ids, g_x = _read_layer(gallery_embeddings, lname)
         g_ids = pd.Index([str(i) for i in g_ids])
         parts = []
         for p in q_paths:
-            ids, x = avio.read_layer(p, lname)
+            ids, x = _read_layer(p, lname)
             parts.append(pd.DataFrame(_normalise(x), index=[str(i) for i in ids]))
         common = parts[0].index
         for part in parts[1:]:
@@ -279,9 +300,10 @@ def run_retrieval(
                              ci_low=lo, ci_high=hi, n=len(imgs), direction=f"image→{prefix}", k=k,
                              chance=_chance_image(len(q_ids), n_pos, k), n_gallery=len(q_ids)))
     hyp_col = next((c for c in HYPOTHESIS_COLUMNS if c in qm.columns), None)
-    if hyp_col and "text" in qm.columns:
-        ok = qm[hyp_col].notna() & qm["text"].notna()
-        refs, hyps = qm.loc[ok, "text"].tolist(), qm.loc[ok, hyp_col].tolist()
+    ref_col = next((c for c in REFERENCE_COLUMNS if c in qm.columns), None)
+    if hyp_col and ref_col:
+        ok = qm[hyp_col].notna() & qm[ref_col].notna()
+        refs, hyps = qm.loc[ok, ref_col].tolist(), qm.loc[ok, hyp_col].tolist()
         per = np.array([edit_distance(normalize_text(r).split(), normalize_text(h).split()) for r, h in zip(refs, hyps)], float)
         nw = np.array([len(normalize_text(r).split()) for r in refs], float)
         w = stats.bootstrap_weights(rng, n_bootstrap, len(refs)).astype(float)

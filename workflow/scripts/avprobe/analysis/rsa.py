@@ -89,6 +89,7 @@ import scipy.sparse
 import scipy.stats
 
 from .. import io as avio
+from .. import validate
 from ..sets import IMPACT_LABELS
 from . import stats
 
@@ -770,7 +771,8 @@ def run_rsa(
     method = normalize_comparison(cfg.get("comparison", "spearman"))
     cmp_name = {"spearman": "spearman", "pearson": "pearson", "tau_a": "taua"}[method]
     ratings = ratings or cfg.get("ratings")
-    man = avio.read_manifest(manifest)
+    man = validate.analysis_manifest(avio.read_manifest(manifest), embeddings, manifest_path=manifest,
+                                     classes="label")
     units = prepare_units(man, cfg.get("average_by", "auto"), cfg.get("max_stimuli"), seed)
     n = len(units.frame)
     groups: list[tuple[np.ndarray | None, list[Reference]]] = [
@@ -793,7 +795,7 @@ def run_rsa(
     layer_info: dict[str, int] = {}
     rdm_layers = cfg.get("rdm_layers")
     saved: list[tuple[str, int, np.ndarray]] = []
-    for name, index, ids, x in avio.read_all_layers(embeddings):
+    for name, index, ids, x in validate.checked_layers(embeddings):
         ux = unit_matrix(units, ids, x)
         vec = rdm_vector(ux, distance)
         vectors[(name, False)] = vec

@@ -60,6 +60,7 @@ import pandas as pd
 import scipy.stats
 
 from .. import io as avio
+from .. import validate
 from ..sets import SET_MODALITY
 from . import stats
 
@@ -510,8 +511,10 @@ def run_symbolism(
     columns model, layer, layer_index, direction, scored, form, stimulus_id, word, voice,
     label, is_reference, sharpness, score (those the manifests have). Positive = round.
     """
-    wm = avio.read_manifest(words_manifest)
-    im = avio.read_manifest(images_manifest)
+    wm = validate.analysis_manifest(avio.read_manifest(words_manifest), words_embeddings,
+                                    manifest_path=words_manifest, classes="label")
+    im = validate.analysis_manifest(avio.read_manifest(images_manifest), images_embeddings,
+                                    manifest_path=images_manifest, classes="label")
     modality = SET_MODALITY.get(words)
     form = "speech" if modality == "audio" else "text" if modality == "text" else (
         "text" if "path" not in wm.columns else "speech")
@@ -519,8 +522,8 @@ def run_symbolism(
     score_frames: list[pd.DataFrame] = []
     layers = shared_layers(words_embeddings, images_embeddings)
     for name, index in layers:
-        w_ids, w_x = avio.read_layer(words_embeddings, name)
-        i_ids, i_x = avio.read_layer(images_embeddings, name)
+        w_ids, w_x = validate.read_checked_layer(words_embeddings, name)
+        i_ids, i_x = validate.read_checked_layer(images_embeddings, name)
         if w_x.shape[1] != i_x.shape[1]:
             log.info("symbolism: layer %s skipped (widths %d vs %d)", name, w_x.shape[1], i_x.shape[1])
             continue

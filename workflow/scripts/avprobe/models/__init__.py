@@ -18,7 +18,8 @@ the ``build_untrained_model`` rule; it takes the place of ``source``.
 Families (``FAMILIES``): ``logmel``, ``pixels`` (baselines); ``hf_audio`` (HuBERT, wav2vec 2.0,
 WavLM, data2vec-audio), ``whisper_encoder``, ``ast``, ``clap``, ``clip``, ``siglip``,
 ``hf_image`` (DINOv2, ViT), ``hf_text`` (BERT-like). Speech recognition for the ASR→text cascade
-is :func:`avprobe.models.asr.transcribe`.
+is :func:`avprobe.models.asr.transcribe`; a ``models`` entry of family ``whisper_asr`` is a
+recogniser only (named by ``asr.model``, see :mod:`avprobe.cascade`) and embeds no set.
 
 Plugins
 -------

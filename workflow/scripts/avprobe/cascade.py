@@ -1,0 +1,109 @@
+"""The speech → ASR → text-tower cascade of seed 003 (BrewCLIP): transcribing a spoken set.
+
+:func:`transcribe_set` runs a Whisper recogniser (:class:`avprobe.models.asr.WhisperASR`) over
+every clip of a spoken caption set (``captions``) and writes a *text* set (``caption_asr``,
+see :data:`avprobe.sets.ASR_SETS`) whose manifest has, per clip:
+
+| column | |
+| --- | --- |
+| stimulus_id | the spoken clip's id (so the same id as in ``captions`` and ``caption_text``) |
+| image_id | the scene the caption describes |
+| text | the transcript: what a text tower embeds |
+| asr_text | the transcript again: the hypothesis column the retrieval WER row reads |
+| reference_text | the caption that was spoken: the WER reference |
+| asr_model | the ``models`` entry that transcribed it |
+| voice | the voice of the clip, when the spoken set has one |
+
+The manifest's Parquet metadata (key ``avprobe``) records the recogniser's source, resolved
+revision, kind (an *untrained* recogniser's transcripts are a control: noise, WER ≈ 100 %),
+dtype, device and decoding settings. Extraction then embeds the transcript set like any
+other text set, and retrieval ``mode: cascade`` queries with it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Mapping
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import io
+from .runtime import limit_threads
+
+log = logging.getLogger("avprobe")
+
+#: Columns of a transcript manifest, in order (then ``voice`` when the spoken set has it).
+ASR_COLUMNS = ("stimulus_id", "image_id", "text", "asr_text", "reference_text", "asr_model")
+
+
+def transcribe_set(
+    manifest_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    model_name: str,
+    spec: Mapping,
+    model_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    threads: int = 1,
+) -> pd.DataFrame:
+    """Transcribe every clip of a spoken set; write (and return) the transcript manifest."""
+    from tqdm.auto import tqdm
+
+    from .extract import load_audio
+    from .models.asr import WhisperASR
+
+    limit_threads(threads)
+    df = io.read_manifest(manifest_path).reset_index(drop=True)
+    for col in ("path", "image_id", "text"):
+        if col not in df.columns:
+            raise ValueError(f"{manifest_path}: a spoken caption manifest needs a {col!r} column")
+    asr = WhisperASR(spec, model_dir, device=device, name=model_name)
+    limit_threads(threads)  # torch is imported now
+    meta = asr.provenance()
+    batch = max(int(spec.get("batch_size") or 8), 1)
+    log.info("transcribing %d clips of %s with %s (%s, %s) on %s, batch %d, max %d new tokens",
+             len(df), manifest_path, model_name, meta["kind"], asr.source, asr.device,
+             batch, asr.max_new_tokens)
+    texts: list[str] = []
+    start = time.perf_counter()
+    bar = tqdm(total=len(df), desc=f"{model_name}/asr", unit="clip", file=sys.stderr,
+               mininterval=5.0, ascii=True)
+    for lo in range(0, len(df), batch):
+        rows = df.iloc[lo:lo + batch]
+        waves = [load_audio(io.resolve_stimulus_path(manifest_path, p)) for p in rows["path"]]
+        texts.extend(asr(waves))
+        bar.update(len(rows))
+    bar.close()
+    seconds = time.perf_counter() - start
+
+    out = pd.DataFrame({
+        "stimulus_id": df["stimulus_id"].astype(str),
+        "image_id": df["image_id"].astype(str),
+        "text": texts,
+        "asr_text": texts,
+        "reference_text": df["text"].astype(str),
+        "asr_model": model_name,
+    })
+    if "voice" in df.columns:
+        out["voice"] = df["voice"].to_numpy()
+    from .analysis.retrieval import word_error_rate
+
+    wer = word_error_rate(out["reference_text"], out["asr_text"])
+    empty = int((out["text"].str.strip() == "").sum())
+    if empty:
+        log.warning("%d of %d transcripts are empty; text extraction quarantines them", empty, len(out))
+    meta.update(source_manifest=str(manifest_path), n_items=len(out), wer=wer, n_empty=empty,
+                seconds=seconds, config_hash=io.hash_config(dict(spec)))
+    table = pa.Table.from_pandas(out, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           io.EMBEDDINGS_META_KEY: json.dumps(meta, default=str).encode()})
+    with io.atomic_path(out_path) as tmp:
+        pq.write_table(table, tmp)
+    rate = len(out) / seconds if seconds > 0 else float("inf")
+    log.info("%d clips in %.1f s (%.1f clips/s); corpus WER %.3f", len(out), seconds, rate, wer)
+    return out
