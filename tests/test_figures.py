@@ -16,6 +16,7 @@ from avprobe.figures import (
 )
 from avprobe.figures.style import plt
 from avprobe.io import TABLE_COLUMNS, tidy_table
+from workflow_cli import ROOT, copy_workflow, run_snakemake
 
 #: Every drawing function by name, as the tests call them.
 plots = types.SimpleNamespace(
@@ -791,8 +792,6 @@ def test_probe_chance_column_and_targets():
 # ---------------------------------------------------------------------------------------------
 # per-figure regeneration, through the real snakemake CLI on a finished minimal study
 
-ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW_PARTS = ("Snakefile", "rules", "workflow", "config", "envs", "profiles", "resources")
 FIGURE_CODE = "workflow/scripts/avprobe/figures"
 #: Jobs downstream of every figure (the run's target and the provenance table of all outputs).
 AGGREGATORS = {"all", "provenance"}
@@ -819,17 +818,7 @@ analysis:
 
 
 def _snakemake(work: Path, *args: str, check: bool = True):
-    import os
-    import subprocess
-    import sys
-
-    exe = str(Path(sys.executable).with_name("snakemake"))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.run([exe, *args], cwd=work, env=env, capture_output=True, text=True,
-                          timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    return run_snakemake(*args, cwd=work, check=check, timeout=600)
 
 
 def _planned(work: Path, *args: str) -> set[str]:
@@ -841,16 +830,7 @@ def _planned(work: Path, *args: str) -> set[str]:
 @pytest.fixture(scope="module")
 def finished_study(tmp_path_factory):
     """A scratch copy of the workflow whose minimal study has run to the end."""
-    import shutil
-
-    work = tmp_path_factory.mktemp("regen")
-    for part in WORKFLOW_PARTS:
-        src = ROOT / part
-        if src.is_dir():
-            shutil.copytree(src, work / part, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, work / part)
-    (work / "config.yaml").write_text(MINIMAL_CONFIG)
+    work = copy_workflow(tmp_path_factory.mktemp("regen"), MINIMAL_CONFIG)
     _snakemake(work, "--cores", "2")
     return work
 

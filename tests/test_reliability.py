@@ -34,35 +34,22 @@ sf = pytest.importorskip("soundfile")
 from avprobe import io, plan, validate  # noqa: E402
 from avprobe.extract import extract_embeddings  # noqa: E402
 from avprobe.provenance import PACKAGES, provenance_table, sha256_file  # noqa: E402
+from workflow_cli import ROOT, SNAKEMAKE, run_snakemake  # noqa: E402
+from workflow_cli import copy_workflow as copy_workflow_as  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-WORKFLOW_PARTS = ("Snakefile", "rules", "workflow", "config", "envs", "profiles", "resources")
 CONFIG = ROOT / "tests" / "data" / "reliability_config.yaml"
 LOGMEL = {"family": "logmel", "kind": "baseline", "towers": ["audio"], "n_mels": 16, "sample_rate": 16000}
 PIXELS = {"family": "pixels", "kind": "baseline", "towers": ["image"], "size": 8}
 
 
 # ------------------------------------------------------------------------------------ helpers
-def snakemake(*args: str, cwd: Path = ROOT, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.run([SNAKEMAKE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc
+def snakemake(*args: str, cwd: Path = ROOT, check: bool = True, timeout: int = 600):
+    return run_snakemake(*args, cwd=cwd, check=check, timeout=timeout)
 
 
 def copy_workflow(dest: Path) -> Path:
     """A scratch copy of the workflow whose config.yaml is the reliability config."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for part in WORKFLOW_PARTS:
-        src = ROOT / part
-        if src.is_dir():
-            shutil.copytree(src, dest / part, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dest / part)
-    shutil.copy2(CONFIG, dest / "config.yaml")
-    return dest
+    return copy_workflow_as(dest, CONFIG.read_text())
 
 
 def last_line(path: Path) -> str:

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,31 +11,9 @@ import pytest
 import yaml
 
 from avprobe import io
+from workflow_cli import ROOT, copy_workflow, run_snakemake
 
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-WORKFLOW_PARTS = ("Snakefile", "rules", "workflow", "config", "config.yaml", "envs", "profiles", "resources")
-
-
-def run_snakemake(*args: str, cwd: Path = ROOT, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.run(
-        [SNAKEMAKE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=1500
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def copy_workflow(dest: Path) -> Path:
-    for part in WORKFLOW_PARTS:
-        src = ROOT / part
-        if src.is_dir():
-            shutil.copytree(src, dest / part, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dest / part)
-    shutil.copy2(ROOT / "tests" / "data" / "tiny_config.yaml", dest / "tiny_config.yaml")
-    return dest
+TINY_CONFIG = ROOT / "tests" / "data" / "tiny_config.yaml"
 
 
 def planned_rules(dry_run_stdout: str) -> set[str]:
@@ -113,6 +87,7 @@ def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, override, expe
 def tiny_run(tmp_path_factory):
     """One full run of the tiny study in a scratch copy of the workflow."""
     work = copy_workflow(tmp_path_factory.mktemp("tiny"))
+    shutil.copy2(TINY_CONFIG, work / "tiny_config.yaml")
     run_snakemake("--cores", "2", "--configfile", "tiny_config.yaml", cwd=work)
     return work
 
