@@ -70,6 +70,46 @@ categories count 0; each stimulus × dimension is renormalised to sum to 1). Per
 
 With averaged units a unit's distribution is the mean of its stimuli's distributions.
 
+**Per-rater ratings** (optional ``rater`` column): each row is then one rater's response
+distribution for a stimulus × dimension (typically one-hot: proportion 1 for the chosen
+category), renormalised per rater × stimulus × dimension. The ``human_*`` references above
+are computed from the mean over raters (per stimulus × dimension, the average of the
+distributions of the raters who rated it; missing categories count 0). Without a ``rater``
+column nothing changes.
+
+**Noise ceiling** (Nili et al. 2014; ``noise_ceiling_low``, ``noise_ceiling_high``,
+``n_raters`` columns of the ``human_*`` rows, partial rows included; NaN for other references,
+without a ``rater`` column, or with fewer than 2 raters). Every rater gets the same RDMs
+(``human_kl_<dim>``, ``human_mode_<dim>``, the means; the categories of a dimension are those
+of the whole table) on the **ceiling units**: the units rated by every rater on every
+dimension (fewer than 3 → NaN; these may be fewer than the references' ``n``). Raters whose
+RDM is constant on these units are left out of that reference's ceiling (a correlation with
+a constant is undefined); ``n_raters`` counts the raters used. With R raters' RDM vectors
+d_1…d_R and the run's comparison ``compare``:
+
+* upper bound = mean_r compare(d_r, pool(d_1…d_R));
+* lower bound = mean_r compare(d_r, pool(d_s, s ≠ r)) (leave one rater out);
+* pool = the average of the raters' RDM vectors after the comparison's transform, as
+  ``rsatoolbox.util.inference_util.pool_rdm``: their ranks for ``spearman`` and ``tau-a``,
+  their z-scores (population sd) for ``pearson`` (``corr``).
+
+This equals ``rsatoolbox.inference.boot_noise_ceiling(rdms, method, rdm_descriptor='index')``
+(one RDM per rater).
+
+**Scale.** The ceiling bounds a model's *mean score against the single raters*, not ``value``.
+``value`` compares the model with the aggregate (mean-distribution) reference, which is less
+noisy than one rater, so a good model's ``value`` can exceed the upper bound (planted: 12
+raters = true RDM + noise of 0.5 sd, spearman: the true RDM's value 0.99, ceiling 0.89–0.91,
+value_raters 0.90). The score on the ceiling's scale is the ``value_raters`` column (rows with
+a finite ceiling, else NaN):
+
+* value_raters = mean_r compare(m, d_r) over the raters used in the ceiling, m = the model RDM
+  restricted to the ceiling units, with the run's comparison — equal to the mean
+  ``evaluations`` of ``rsatoolbox.inference.eval_fixed(ModelFixed(m), rdms, method)``;
+* partial rows use the same residual model RDM as their ``value``: residuals of the fit on all
+  units (as for every ``human_*`` row), restricted to the ceiling units' pairs — not a refit on
+  the ceiling units.
+
 Performance (one core, 1000 bootstraps + 1000 permutations, references label + sharpness):
 3888 pseudoword clips averaged to 648 words (~210k pairs) take ~0.65 s per layer (~9 s for
 7 layers + their 7 partial-RSA residual "layers"); keeping all 3888 clips (7.6M pairs) takes
@@ -287,17 +327,60 @@ def matrix_reference(name: str, matrix: np.ndarray, kind: str = "human") -> Refe
     return Reference(name, kind, np.arange(m.shape[0], dtype=np.intp), m)
 
 
-def human_rdms(ratings: pd.DataFrame, unit_stimuli: Mapping[str, list[str]] | list[str]) -> dict[str, np.ndarray]:
+_RATING_COLUMNS = ("stimulus_id", "dimension", "category", "proportion")
+
+
+def _check_ratings(ratings: pd.DataFrame) -> None:
+    if not set(_RATING_COLUMNS) <= set(ratings.columns):
+        raise ValueError(f"ratings need columns {sorted(_RATING_COLUMNS)}, found {sorted(ratings.columns)}")
+
+
+def rating_categories(ratings: pd.DataFrame) -> dict[str, list[str]]:
+    """The response categories of every dimension (sorted, as the columns of :func:`human_rdms`)."""
+    return {d: sorted(part.unique()) for d, part in ratings.groupby("dimension", sort=True)["category"]}
+
+
+def aggregate_ratings(ratings: pd.DataFrame) -> pd.DataFrame:
+    """Mean over raters of the per-rater response distributions (module docstring).
+
+    Without a ``rater`` column the table is returned unchanged. With one, every rater ×
+    stimulus × dimension distribution is renormalised to sum to 1 (all-zero ones are dropped)
+    and averaged over the raters who rated that stimulus × dimension; the result has one row
+    per stimulus × dimension × category of the dimension.
+    """
+    _check_ratings(ratings)
+    if "rater" not in ratings.columns:
+        return ratings
+    r = ratings.assign(stimulus_id=ratings["stimulus_id"].astype(str), rater=ratings["rater"].astype(str))
+    parts = []
+    for dim, part in r.groupby("dimension", sort=True):
+        table = part.pivot_table(index=["stimulus_id", "rater"], columns="category", values="proportion",
+                                 aggfunc="sum", fill_value=0.0)
+        table = table.div(table.sum(axis=1).replace(0, np.nan), axis=0).dropna(how="any")
+        mean = table.groupby(level="stimulus_id").mean()
+        mean.columns.name = "category"
+        long = mean.stack().rename("proportion").reset_index()
+        long.insert(1, "dimension", dim)
+        parts.append(long)
+    if not parts:
+        return pd.DataFrame(columns=list(_RATING_COLUMNS))
+    return pd.concat(parts, ignore_index=True)[list(_RATING_COLUMNS)]
+
+
+def human_rdms(ratings: pd.DataFrame, unit_stimuli: Mapping[str, list[str]] | list[str],
+               categories: Mapping[str, list[str]] | None = None) -> dict[str, np.ndarray]:
     """Human dissimilarity matrices from categorical rating distributions (module docstring).
 
     ``unit_stimuli``: a list of stimulus ids (one per unit) or, for averaged units, a mapping
     unit → its stimulus ids (a unit's distribution is the mean of its stimuli's). Returns
     ``{"human_kl_<dim>", "human_mode_<dim>", ..., "human_kl_mean", "human_mode_mean"}``;
-    raises KeyError when a unit has no rating on some dimension.
+    raises KeyError when a unit has no rating on some dimension. A ``rater`` column is
+    averaged out first (:func:`aggregate_ratings`). ``categories`` (dimension → categories)
+    fixes the response categories of a dimension (default: those present in ``ratings``),
+    e.g. for one rater who never chose some category.
     """
-    need = {"stimulus_id", "dimension", "category", "proportion"}
-    if not need <= set(ratings.columns):
-        raise ValueError(f"ratings need columns {sorted(need)}, found {sorted(ratings.columns)}")
+    _check_ratings(ratings)
+    ratings = aggregate_ratings(ratings)
     if isinstance(unit_stimuli, Mapping):
         units = list(unit_stimuli)
         members = unit_stimuli
@@ -312,6 +395,8 @@ def human_rdms(ratings: pd.DataFrame, unit_stimuli: Mapping[str, list[str]] | li
     for dim, part in r.groupby("dimension", sort=True):
         table = part.pivot_table(index="stimulus_id", columns="category", values="proportion",
                                  aggfunc="sum", fill_value=0.0)
+        if categories is not None and dim in categories:
+            table = table.reindex(columns=sorted(categories[dim]), fill_value=0.0)
         table = table.div(table.sum(axis=1).replace(0, np.nan), axis=0)
         table["unit"] = stim_unit.loc[table.index].to_numpy()
         per_unit = table.groupby("unit").mean()
@@ -686,6 +771,144 @@ def human_references(ratings: pd.DataFrame, units: Units) -> tuple[np.ndarray, l
     return idx, [matrix_reference(name, m) for name, m in mats.items()]
 
 
+# ----------------------------------------------------------------------------- noise ceiling
+def pool_rdms(vectors: np.ndarray, comparison: str = "spearman") -> np.ndarray:
+    """The pooled RDM of the rows of ``vectors`` (R, P), as rsatoolbox's ``pool_rdm``:
+    the mean of their ranks (spearman, tau-a) or of their z-scores (pearson)."""
+    method = normalize_comparison(comparison)
+    v = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
+    if method == "pearson":
+        c = v - v.mean(1, keepdims=True)
+        return (c / c.std(1, keepdims=True)).mean(0)
+    return np.mean([stats.midranks(x) for x in v], axis=0)
+
+
+def noise_ceiling(vectors: np.ndarray, comparison: str = "spearman") -> tuple[float, float]:
+    """(lower, upper) noise ceiling of the raters' RDM vectors ``vectors`` (R, P), module
+    docstring; equal to ``rsatoolbox.inference.boot_noise_ceiling`` with one RDM per rater.
+    NaN for fewer than 2 raters."""
+    method = normalize_comparison(comparison)
+    v = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
+    r = v.shape[0]
+    if r < 2:
+        return float("nan"), float("nan")
+    allpool = pool_rdms(v, method)
+    keep = np.ones(r, dtype=bool)
+    low, high = [], []
+    for i in range(r):
+        keep[i] = False
+        low.append(compare_vectors(v[i], pool_rdms(v[keep], method), method))
+        high.append(compare_vectors(v[i], allpool, method))
+        keep[i] = True
+    return float(np.mean(low)), float(np.mean(high))
+
+
+def ceiling_units(ratings: pd.DataFrame, units: Units) -> np.ndarray:
+    """Indices of the units rated by every rater on every dimension of ``ratings``."""
+    r = ratings.assign(stimulus_id=ratings["stimulus_id"].astype(str), rater=ratings["rater"].astype(str))
+    r = r[r["proportion"] > 0]
+    have = set(zip(r["rater"], r["dimension"], r["stimulus_id"]))
+    ok = np.ones(len(units.frame), dtype=bool)
+    for rater in r["rater"].unique():
+        for d in r["dimension"].unique():
+            ok &= np.array([any((rater, d, s) in have for s in units.members[u]) for u in units.frame["unit_id"]])
+    return np.flatnonzero(ok)
+
+
+def rater_rdms(ratings: pd.DataFrame, unit_stimuli: Mapping[str, list[str]] | list[str]
+               ) -> dict[str, dict[str, np.ndarray]]:
+    """``{rater: human_rdms(that rater's ratings)}`` (sorted by rater), every rater with the
+    categories of the whole table; raises KeyError when a rater did not rate some unit."""
+    _check_ratings(ratings)
+    r = ratings.assign(rater=ratings["rater"].astype(str))
+    cats = rating_categories(r)
+    return {rater: human_rdms(part.drop(columns="rater"), unit_stimuli, categories=cats)
+            for rater, part in r.groupby("rater", sort=True)}
+
+
+def human_rater_vectors(ratings: pd.DataFrame, units: Units) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The raters' RDMs behind the noise ceilings: ``(ceiling unit indices, {reference: (R, P)
+    upper-triangle vectors of the raters used})``, raters with a constant RDM on the ceiling
+    units left out (module docstring). ``{}`` without a ``rater`` column, with fewer than 2
+    raters or fewer than 3 ceiling units."""
+    _check_ratings(ratings)
+    if "rater" not in ratings.columns:
+        return np.zeros(0, dtype=np.intp), {}
+    r = ratings.assign(rater=ratings["rater"].astype(str))
+    idx = ceiling_units(r, units)
+    if idx.size < 3 or r["rater"].nunique() < 2:
+        return idx, {}
+    uids = units.frame["unit_id"].to_numpy()[idx]
+    per_rater = list(rater_rdms(r, {u: units.members[u] for u in uids}).values())
+    out = {}
+    for name in per_rater[0]:
+        vecs = np.stack([upper(m[name]) for m in per_rater])
+        out[name] = vecs[np.ptp(vecs, axis=1) > 0]  # a constant RDM has no correlation
+    return idx, out
+
+
+def human_noise_ceilings(ratings: pd.DataFrame, units: Units, comparison: str = "spearman",
+                         rater_vectors: tuple[np.ndarray, dict[str, np.ndarray]] | None = None
+                         ) -> dict[str, dict]:
+    """Noise ceiling of every ``human_*`` reference from per-rater ratings (module docstring).
+
+    Returns ``{reference: {noise_ceiling_low, noise_ceiling_high, n_raters, n_units}}``;
+    empty without a ``rater`` column. The per-rater RDMs are computed on the units rated by
+    every rater on every dimension (:func:`ceiling_units`); ``rater_vectors`` = the output of
+    :func:`human_rater_vectors` when already computed."""
+    _check_ratings(ratings)
+    if "rater" not in ratings.columns:
+        return {}
+    method = normalize_comparison(comparison)
+    r = ratings.assign(rater=ratings["rater"].astype(str))
+    raters = sorted(r["rater"].unique())
+    idx, per_ref = rater_vectors if rater_vectors is not None else human_rater_vectors(r, units)
+    nan = dict(noise_ceiling_low=np.nan, noise_ceiling_high=np.nan, n_raters=len(raters), n_units=int(idx.size))
+    if idx.size < 3 or len(raters) < 2:
+        log.warning("rsa: noise ceiling needs >= 2 raters and >= 3 units rated by all of them "
+                    "(%d raters, %d units)", len(raters), idx.size)
+        dims = sorted(r["dimension"].unique())
+        names = [f"human_{k}_{d}" for d in dims for k in ("kl", "mode")] + ["human_kl_mean", "human_mode_mean"]
+        return {name: dict(nan) for name in names}
+    out = {}
+    for name, vecs in per_ref.items():
+        low, high = noise_ceiling(vecs, method)
+        out[name] = dict(noise_ceiling_low=low, noise_ceiling_high=high, n_raters=int(len(vecs)),
+                         n_units=int(idx.size))
+    log.info("rsa: noise ceilings from %d raters on %d units: %s", len(raters), idx.size,
+             {k: (round(v["noise_ceiling_low"], 3), round(v["noise_ceiling_high"], 3)) for k, v in out.items()})
+    return out
+
+
+def _unit_rows(v: np.ndarray, method: str) -> np.ndarray:
+    """Rows of ``v`` (K, P) transformed for ``method`` (ranks for spearman), centred and scaled
+    to unit norm, so a Pearson correlation is a dot product; constant rows become NaN."""
+    v = np.atleast_2d(np.asarray(v, dtype=np.float64))
+    if method == "spearman":
+        v = np.stack([stats.midranks(x) for x in v])
+    c = v - v.mean(1, keepdims=True)
+    norm = np.linalg.norm(c, axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm > 0, c / norm, np.nan)
+
+
+def rater_scores(models: np.ndarray, rater_vectors: np.ndarray, comparison: str = "spearman") -> np.ndarray:
+    """mean_r compare(model, rater_vectors[r]) for every row of ``models`` (K, P) or one vector
+    (P,): the model's score on the noise ceiling's scale (``value_raters``), as rsatoolbox's
+    ``eval_fixed`` averages ``compare(model, data)`` over the data RDMs. NaN without raters."""
+    method = normalize_comparison(comparison)
+    single = np.ndim(models) == 1
+    m = np.atleast_2d(np.asarray(models, dtype=np.float64))
+    d = np.atleast_2d(np.asarray(rater_vectors, dtype=np.float64))
+    if d.shape[0] == 0 or d.shape[1] == 0:
+        out = np.full(m.shape[0], np.nan)
+    elif method == "tau_a":
+        out = np.array([np.mean([tau_a(x, y) for y in d]) for x in m])
+    else:
+        out = (_unit_rows(m, method) @ _unit_rows(d, method).T).mean(1)
+    return float(out[0]) if single else out
+
+
 # ----------------------------------------------------------------------------- files → table
 def save_rdms(
     path: str | Path,
@@ -762,7 +985,9 @@ def run_rsa(
 
     Table columns: the standard ones (metric ``rsa_<reference>_<comparison>`` or
     ``rsa_partial_<reference>_<comparison>``) plus reference, comparison, distance, partial,
-    unit, n_stimuli, n_pairs, n_inference, covariate, p_fdr.
+    unit, n_stimuli, n_pairs, n_inference, covariate, noise_ceiling_low, noise_ceiling_high,
+    n_raters, value_raters (``human_*`` rows with a per-rater ratings table; else NaN; the
+    model's mean score against the single raters, on the ceiling's scale), p_fdr.
     """
     cfg = dict(cfg or {})
     distance = cfg.get("distance", "cosine")
@@ -779,8 +1004,13 @@ def run_rsa(
         (None, build_references(units, cfg.get("labels", DEFAULT_LABELS), cfg.get("attributes", DEFAULT_ATTRIBUTES)))
     ]
     table_ratings = _read_ratings(ratings)
+    ceilings: dict[str, dict] = {}
+    rater_vecs: tuple[np.ndarray, dict[str, np.ndarray]] = (np.zeros(0, dtype=np.intp), {})
     if table_ratings is not None:
         groups.append(human_references(table_ratings, units))
+        if "rater" in table_ratings.columns:
+            rater_vecs = human_rater_vectors(table_ratings, units)
+        ceilings = human_noise_ceilings(table_ratings, units, method, rater_vectors=rater_vecs)
     log.info("rsa %s/%s: %d %s units from %d stimuli, references %s", set_name, model, n, units.unit,
              units.n_stimuli, [r.name for _, refs in groups for r in refs])
 
@@ -804,6 +1034,14 @@ def run_rsa(
         layer_info[name] = index
         if rdm_layers is None or name in rdm_layers:
             saved.append((name, index, ux))
+    value_raters: dict[tuple[tuple[str, bool], str], float] = {}
+    finite = [k for k, c in ceilings.items() if np.isfinite(c["noise_ceiling_low"]) and k in rater_vecs[1]]
+    if finite:  # model RDMs (partial: residuals of the fit on all units) on the ceiling units
+        keys = list(vectors)
+        sub = np.stack([vectors[k][resampled_pairs(rater_vecs[0], n)] for k in keys])
+        for ref_name in finite:
+            for k, v in zip(keys, rater_scores(sub, rater_vecs[1][ref_name], method)):
+                value_raters[(k, ref_name)] = float(v)
     rows = []
     for subset, refs in groups:
         if not refs:
@@ -826,6 +1064,10 @@ def run_rsa(
                     reference=ref.name, comparison=cmp_name, distance=distance, partial=partial,
                     unit=units.unit, n_stimuli=units.n_stimuli, n_pairs=n_used * (n_used - 1) // 2,
                     n_inference=res["n_inference"], covariate=str(covariate) if partial else "",
+                    noise_ceiling_low=ceilings.get(ref.name, {}).get("noise_ceiling_low", np.nan),
+                    noise_ceiling_high=ceilings.get(ref.name, {}).get("noise_ceiling_high", np.nan),
+                    n_raters=ceilings.get(ref.name, {}).get("n_raters", np.nan),
+                    value_raters=value_raters.get(((name, partial), ref.name), np.nan),
                 ))
     table = avio.tidy_table(rows)
     table = stats.add_fdr(table, ["reference", "comparison", "partial"])

@@ -6,8 +6,10 @@ from typing import Mapping
 
 import pandas as pd
 
-from .common import COMPARISON_LABEL, clean, ordered, read_tables, styles_for, truthy
-from .layers import facet_layers
+from . import style
+from .common import (COMPARISON_LABEL, clean, grid, legend_below, ordered, read_tables, styles_for,
+                     truthy)
+from .layers import facet_layers, is_reference_line
 from .style import apply, empty_figure, plt
 
 #: Parameters of :func:`rsa_layers` that are not config options (rsa_partial sets it).
@@ -48,7 +50,12 @@ def rsa_layers(df: pd.DataFrame, models: Mapping | None = None, partial: bool = 
     value, ci_low, ci_high`` plus ``reference`` (else parsed from ``metric``), ``p_fdr``
     (else ``p``) and ``partial`` (rows with ``partial`` true go to the partial figure only).
     One curve per model with its CI band; filled markers: FDR-corrected p < .05, hollow: not.
-    Baselines are horizontal reference lines with their band across the panel.
+    Baselines are horizontal reference lines with their band across the panel. A grey band
+    spans the noise ceiling (``noise_ceiling_low``–``noise_ceiling_high``) of a panel whose
+    rows give one finite ceiling (human references rated per rater). The ceiling bounds a
+    model's mean score against the single raters, not ``value`` (which uses the rater-averaged
+    reference and may exceed it), so those panels also show ``value_raters`` as a thin dotted
+    line with small hollow markers in the model's colour.
     ``references`` / ``sets`` keep only those reference RDMs / stimulus sets (in that order).
     """
     apply()
@@ -73,10 +80,80 @@ def rsa_layers(df: pd.DataFrame, models: Mapping | None = None, partial: bool = 
     sig = "p (FDR)" if "p_fdr" in d and d["p_fdr"].notna().any() else "p"
     fig = facet_layers(d, styles, "set", "reference", tuple(references or ("label",)), ylabel,
                        title, sig_label=sig)
+    ceiling_bands(fig, d, tuple(references or ("label",)), styles)
     for ax in fig.axes:
         if ax.get_visible() and ax.get_ylim()[0] < 0 < ax.get_ylim()[1]:
             ax.axhline(0, color="0.8", linewidth=0.5, zorder=0)
     return fig
+
+
+def ceiling_bands(fig: plt.Figure, d: pd.DataFrame, col_order: tuple, styles: Mapping | None = None
+                  ) -> None:
+    """Grey noise-ceiling band per (set, reference) panel laid out by ``facet_layers``, with
+    every model's ``value_raters`` (the score on the ceiling's scale, :func:`rater_curves`)."""
+    if not {"noise_ceiling_low", "noise_ceiling_high"} <= set(d.columns):
+        return
+    lo = pd.to_numeric(d["noise_ceiling_low"], errors="coerce")
+    hi = pd.to_numeric(d["noise_ceiling_high"], errors="coerce")
+    if not (lo.notna() & hi.notna()).any():
+        return
+    rows, cols = ordered(d["set"]), ordered(d["reference"], col_order)
+    present = set(d[["set", "reference"]].drop_duplicates().itertuples(index=False, name=None))
+    if len(cols) <= 4:  # the same layout as facet_layers: a grid, else a wrapped sequence
+        where = {(r, c): i * len(cols) + j for i, r in enumerate(rows) for j, c in enumerate(cols)}
+        ncols = len(cols)
+    else:
+        panels = [(r, c) for r in rows for c in cols if (r, c) in present]
+        where = {rc: i for i, rc in enumerate(panels)}
+        ncols = grid(len(panels), 3)[1]
+    drawn, raters = False, False
+    for (r, c), i in where.items():
+        sel = (d["set"] == r) & (d["reference"] == c)
+        pairs = {(round(a, 9), round(b, 9)) for a, b in zip(lo[sel], hi[sel]) if pd.notna(a) and pd.notna(b)}
+        if len(pairs) != 1 or i >= len(fig.axes):  # none, or several comparisons / ceilings
+            continue
+        a, b = pairs.pop()
+        fig.axes[i].axhspan(a, b, color="0.88", linewidth=0, zorder=0.2, gid=f"ceiling:{r}:{c}")
+        drawn = True
+        if styles is not None:
+            raters |= rater_curves(fig.axes[i], d[sel], styles)
+    if drawn and fig.legends:
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+
+        old = fig.legends.pop()
+        handles = list(old.legend_handles) + [Patch(color="0.88", label="noise ceiling (vs single raters)")]
+        if raters:
+            handles.append(Line2D([], [], color="0.3", linestyle=":", linewidth=0.7, marker="o",
+                                  markersize=2.4, markerfacecolor="white", label="model vs single raters"))
+        legend_below(fig, handles, ncol=min(len(handles), 2 if ncols <= 2 else 4))
+
+
+def rater_curves(ax, dd: pd.DataFrame, styles) -> bool:
+    """Each model's ``value_raters`` on ``ax``: a thin dotted line with small hollow markers
+    along the layers, or a thin dotted reference line where ``value`` is one (baselines).
+    Returns whether anything was drawn."""
+    if "value_raters" not in dd:
+        return False
+    dd = dd.assign(value_raters=pd.to_numeric(dd["value_raters"], errors="coerce"))
+    names = style.model_order(styles, dd["model"])
+    n_layers = {m: dd[dd["model"] == m]["layer"].nunique() for m in names}
+    any_multi = any(n > 1 for m, n in n_layers.items() if styles[m].kind != "baseline")
+    drawn = False
+    for m in names:
+        s = styles[m]
+        sub = dd[(dd["model"] == m) & dd["value_raters"].notna()].sort_values("layer_index")
+        if sub.empty:
+            continue
+        drawn = True
+        if is_reference_line(styles, m, n_layers[m], any_multi):
+            for y in sub.drop_duplicates("layer")["value_raters"]:
+                ax.axhline(y, color=s.color, linestyle=":", linewidth=0.7, zorder=1.7, gid=f"raters:{m}")
+            continue
+        ax.plot(sub["layer_index"].to_numpy(float), sub["value_raters"].to_numpy(float), color=s.color,
+                linestyle=":", linewidth=0.7, marker=s.marker, markersize=2.4, markerfacecolor="white",
+                markeredgewidth=0.6, zorder=1.9, gid=f"raters:{m}")
+    return drawn
 
 
 def draw(inputs: Mapping, models: Mapping | None = None, **options) -> plt.Figure:
