@@ -22,8 +22,7 @@ rule symbolism:
 
 rule rsa:
     input:
-        manifest=lambda wildcards: manifest(wildcards.set),
-        embeddings="results/embeddings/{set}/{model}.parquet",
+        unpack(rsa_inputs),
     output:
         table="results/tables/rsa/{set}/{model}.parquet",
         rdms="results/tables/rsa/{set}/{model}.rdms.npz",
@@ -85,12 +84,43 @@ rule retrieval:
         "../workflow/scripts/retrieval.py"
 
 
+# Loads the model itself (patch features are not stored with the embeddings): a model job.
+rule dense_maps:
+    input:
+        unpack(dense_inputs),
+    output:
+        table="results/tables/dense/{model}.parquet",
+        examples="results/tables/dense/{model}.examples.npz",
+    params:
+        model=lambda wildcards: wildcards.model,
+        spec=lambda wildcards: MODELS[wildcards.model],
+        cfg=config["analysis"]["dense"],
+        n_permutations=config["analysis"]["n_permutations"],
+        n_bootstrap=config["analysis"]["n_bootstrap"],
+        seed=config["seed"],
+    wildcard_constraints:
+        model=alternatives(DENSE),
+    threads: lambda wildcards: MODELS[wildcards.model]["threads"]
+    resources:
+        gpu=lambda wildcards: plan.gpus_for(MODELS[wildcards.model]),
+        mem_mb=lambda wildcards: MODELS[wildcards.model]["mem_mb"],
+        runtime=lambda wildcards: MODELS[wildcards.model]["runtime"],
+    log:
+        "logs/analysis/dense/{model}.log",
+    conda:
+        "../envs/models.yaml"
+    script:
+        "../workflow/scripts/dense_maps.py"
+
+
 rule summary:
     input:
         symbolism=symbolism_tables(),
         rsa=rsa_tables(),
         probe=probe_tables(),
         retrieval=retrieval_tables(),
+        dense=dense_tables(),
+        rejected=rejected_tables(),
     output:
         markdown=report(
             "results/tables/summary.md",
@@ -115,6 +145,7 @@ rule provenance:
             all_targets(),
             rsa_rdms(),
             symbolism_score_tables(),
+            dense_examples(),
             *(FIGURE_EXTRA_OUTPUTS.get(f, {}).values() for f in FIGURES),
         ),
     output:

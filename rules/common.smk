@@ -16,6 +16,8 @@ EXTRACTIONS = plan.extractions(config)
 LABELLED = plan.labelled_extractions(config)
 SYMBOLISM = {plan.symbolism_name(e): e for e in config["analysis"]["symbolism"]}
 RETRIEVAL = {e["name"]: plan.retrieval_entry(e) for e in config["analysis"]["retrieval"]}
+# Models whose patch features make dense similarity maps (analysis.dense.models).
+DENSE = plan.dense_models(config)
 # The speech recogniser of the cascade (asr.model), or None: then no transcript set is built.
 ASR_MODEL = plan.asr_model(config)
 # Models whose extractions run as N resumable shard jobs, merged at the end (shards: N > 1).
@@ -82,6 +84,26 @@ def shard_rejected_files(wildcards):
     ]
 
 
+def rsa_inputs(wildcards):
+    """Manifest and embeddings; for partial RSA, the covariate model's embeddings of the set
+    (config.yaml: the log-mel spectrogram, as in seed 001's appendix)."""
+    inputs = {"manifest": manifest(wildcards.set), "embeddings": embeddings(wildcards.set, wildcards.model)}
+    covariate = plan.rsa_covariate(config, wildcards.set, wildcards.model)
+    if covariate:
+        inputs["covariate"] = embeddings(wildcards.set, covariate)
+    return inputs
+
+
+def dense_inputs(wildcards):
+    """Scenes (localisation), shapes and the reference words (examples), and the weights."""
+    return {
+        "scenes": manifest("scenes"),
+        "shapes": manifest("shapes"),
+        "words": manifest(config["analysis"]["dense"]["words"]),
+        **model_weights(wildcards.model),
+    }
+
+
 def symbolism_inputs(wildcards):
     entry = SYMBOLISM[wildcards.name]
     return {
@@ -130,16 +152,33 @@ def retrieval_tables(wildcards=None):
     return [f"results/tables/retrieval/{name}.parquet" for name in RETRIEVAL]
 
 
+def rejected_tables(wildcards=None):
+    """The quarantine table of every extraction (sharded ones are merged into the same path)."""
+    return [f"results/embeddings/{e.set}/rejected/{e.model}.parquet" for e in EXTRACTIONS]
+
+
+def dense_tables(wildcards=None):
+    return [f"results/tables/dense/{model}.parquet" for model in DENSE]
+
+
+def dense_examples(wildcards=None):
+    return [f"results/tables/dense/{model}.examples.npz" for model in DENSE]
+
+
 FIGURES = ["stimulus_montage", "rsa_layers", "probe_layers", "rdm_heatmaps"]
+if any(plan.rsa_covariate(config, e.set, e.model) for e in LABELLED):
+    FIGURES += ["rsa_partial"]
 if SYMBOLISM:
     FIGURES += ["symbolism_auc", "symbolism_scores"]
 if RETRIEVAL:
     FIGURES += ["retrieval_recall"]
+if DENSE:
+    FIGURES += ["dense_heatmaps"]
 
 
 def all_targets():
     targets = [e.path for e in EXTRACTIONS]
-    targets += symbolism_tables() + rsa_tables() + probe_tables() + retrieval_tables()
+    targets += symbolism_tables() + rsa_tables() + probe_tables() + retrieval_tables() + dense_tables()
     targets += expand("results/figures/{figure}.pdf", figure=FIGURES)
     targets += ["results/tables/summary.md"]
     targets += [plan.PROVENANCE]

@@ -31,6 +31,7 @@ FIGURE_INPUTS = {
     "rdm_heatmaps": {"rdms": rsa_rdms()},
     "probe_layers": {"tables": probe_tables()},
     "retrieval_recall": {"tables": retrieval_tables()},
+    "dense_heatmaps": {"examples": dense_examples(), "tables": dense_tables()},
 }
 
 FIGURE_CATEGORY = {
@@ -42,6 +43,7 @@ FIGURE_CATEGORY = {
     "rdm_heatmaps": "RSA",
     "probe_layers": "Probes",
     "retrieval_recall": "Retrieval",
+    "dense_heatmaps": "Dense maps",
 }
 
 FIGURE_EXTRA_OUTPUTS = {

@@ -665,7 +665,7 @@ def test_entry_script_table_figures(tmp_path):
     # figures go all the way to disk and the rest only check the name → function mapping
     assert set(deps.FIGURES) == {"symbolism_auc", "symbolism_scores", "rsa_layers",
                                  "rsa_partial", "probe_layers", "retrieval_recall",
-                                 "rdm_heatmaps", "stimulus_montage"}
+                                 "rdm_heatmaps", "stimulus_montage", "dense_heatmaps"}
     jobs = {
         "rsa_partial": [tables["rsa"]],
         "retrieval_recall": [tables["ret"], tmp_path / "ret2.parquet"],

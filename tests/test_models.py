@@ -258,6 +258,42 @@ def test_clip_last_token_pooling(built):
         close(got[i], h[-1])
 
 
+def test_clip_dense_features_share_the_joint_projection(built):
+    """Patch and token features go through the very projection of the joint layer: the CLS
+    token projected like the patches is get_image_features, and the EOS token of the projected
+    text tokens is get_text_features; padding in a batch changes no token."""
+    path = built("clip-tiny")
+    adapter = load_model("clip", {"family": "clip"}, model_dir=path, device="cpu")
+    model = transformers.CLIPModel.from_pretrained(path).eval()
+    ip = transformers.AutoImageProcessor.from_pretrained(path)
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    grids = adapter.dense("image", images())
+    vc = model.config.vision_config
+    side = vc.image_size // vc.patch_size
+    for img, grid in zip(images(), grids):
+        assert grid.shape == (side, side, model.config.projection_dim)
+        pixels = ip(images=img, return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            hidden = model.vision_model(pixel_values=pixels).last_hidden_state
+            projected = model.visual_projection(model.vision_model.post_layernorm(hidden))[0]
+            joint = model.get_image_features(pixel_values=pixels).pooler_output[0]
+        close(projected[0].numpy(), joint.numpy())
+        close(grid.reshape(side * side, -1), projected[1:].numpy())
+    tokens = adapter.dense("text", TEXTS)
+    for text, t in zip(TEXTS, tokens):
+        x = tok(text, return_tensors="pt")
+        assert t.shape == (x["input_ids"].shape[1], model.config.projection_dim)
+        with torch.no_grad():
+            joint = model.get_text_features(**x).pooler_output[0]
+        close(t[-1], joint.numpy())
+
+
+def test_dense_needs_a_family_that_has_it(built):
+    adapter = load_model("siglip", {"family": "siglip"}, model_dir=built("siglip-tiny"), device="cpu")
+    with pytest.raises(NotImplementedError, match="no token-level features"):
+        adapter.dense("image", images())
+
+
 @pytest.mark.parametrize("config", ["dinov2-tiny", "vit-tiny"])
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
 def test_hf_image(built, config, pooling):

@@ -71,6 +71,9 @@ def test_paper_config_plans_pretrained_models_behind_prefetch():
         ("stimuli: {shapes: {per_class: many}}", "per_class"),
         ("analysis: {symbolism: [{model: nope, words: pseudoword_text, images: shapes}]}", "nope"),
         ("analysis: {symbolism: [{model: logmel, words: pseudoword_text, images: shapes}]}", "towers"),
+        ("analysis: {rsa: {covariate_model: spectrogram}}", "covariate_model: unknown model 'spectrogram'"),
+        ("analysis: {dense: {models: [hubert-untrained]}}", "no patch features"),
+        ("analysis: {dense: {models: [clip-untrained], min_coverage: 2}}", "min_coverage"),
     ],
 )
 def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, override, expected):
@@ -158,7 +161,8 @@ def test_tiny_run_analyses_are_in_range(tiny_run):
 
 
 def test_tiny_run_figures_and_report(tiny_run):
-    for stem in ("stimulus_montage", "symbolism_auc", "rsa_layers", "probe_layers", "retrieval_recall"):
+    for stem in ("stimulus_montage", "symbolism_auc", "rsa_layers", "rsa_partial", "probe_layers",
+                 "retrieval_recall", "dense_heatmaps"):
         pdf = tiny_run / f"results/figures/{stem}.pdf"
         png = tiny_run / f"results/figures/{stem}.png"
         assert pdf.read_bytes().startswith(b"%PDF")

@@ -6,7 +6,8 @@ imports); the rule lists those files as inputs, so editing one reruns only its f
 snakemake keys
 --------------
 params.figure     figure name: symbolism_auc | symbolism_scores | rsa_layers | rsa_partial |
-                  probe_layers | retrieval_recall | rdm_heatmaps | stimulus_montage
+                  probe_layers | retrieval_recall | rdm_heatmaps | stimulus_montage |
+                  dense_heatmaps
 params.models     display name and kind of each config model, in config order (colours,
                   line styles)
 params.options    config figures.<name>: keyword arguments of the figure's drawing function,
@@ -15,6 +16,7 @@ params.options    config figures.<name>: keyword arguments of the figure's drawi
 input.code        the figure's source files (dependencies only)
 input.tables      list of tidy Parquet tables, concatenated (all table figures)
 input.rdms        list of ``<set>/<model>.rdms.npz`` files (rdm_heatmaps)
+input.examples    list of ``dense/<model>.examples.npz`` files (dense_heatmaps)
 input.shapes      shapes manifest; input.pseudowords: pseudowords manifest (stimulus_montage;
                   files are resolved relative to each manifest's folder; the *_dir inputs are
                   only dependencies)
@@ -41,6 +43,7 @@ with job_log(snakemake.log[0] if snakemake.log else None, snakemake.threads):  #
         options=_get(snakemake.params, "options", None),  # noqa: F821
         tables=_get(snakemake.input, "tables", ()),  # noqa: F821
         rdms=_get(snakemake.input, "rdms", ()),  # noqa: F821
+        examples=_get(snakemake.input, "examples", ()),  # noqa: F821
         shapes=_get(snakemake.input, "shapes"),  # noqa: F821
         pseudowords=_get(snakemake.input, "pseudowords"),  # noqa: F821
         pdf=snakemake.output.pdf,  # noqa: F821

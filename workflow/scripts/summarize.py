@@ -1,6 +1,7 @@
 """Entry: markdown digest of all analysis tables.
 
-Reads snakemake.input.{symbolism,rsa,probe,retrieval} (lists of tables),
+Reads snakemake.input.{symbolism,rsa,probe,retrieval,dense} (lists of tables),
+snakemake.input.rejected (the quarantine tables of the extractions),
 snakemake.params.models, snakemake.output.markdown, snakemake.log[0].
 """
 
@@ -9,7 +10,7 @@ from avprobe.summary import summarize
 
 with job_log(snakemake.log[0]):
     summarize(
-        {key: list(getattr(snakemake.input, key)) for key in ("symbolism", "rsa", "probe", "retrieval")},
+        {key: list(getattr(snakemake.input, key)) for key in ("symbolism", "rsa", "probe", "retrieval", "dense", "rejected")},
         snakemake.params.models,
         snakemake.output.markdown,
     )

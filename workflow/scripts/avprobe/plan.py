@@ -51,6 +51,12 @@ class Extraction:
 def check(config: dict) -> None:
     """Cross-field checks the JSON schema cannot express; raise one clear error."""
     models = config["models"]
+    covariate = (config["analysis"].get("rsa") or {}).get("covariate_model")
+    if covariate and covariate not in models:
+        raise ConfigError(
+            f"analysis.rsa.covariate_model: unknown model {covariate!r}; models are {sorted(models)}"
+            " (or null for no partial RSA)"
+        )
     for entry in config["analysis"].get("symbolism", []):
         name = entry["model"]
         if name not in models:
@@ -64,6 +70,7 @@ def check(config: dict) -> None:
                 f"analysis.symbolism: model {name!r} has towers {models[name]['towers']} but "
                 f"scoring {entry['words']} against {entry['images']} needs {sorted(need)}"
             )
+    check_dense(config)
     check_asr(config)
     for entry in config["analysis"].get("retrieval", []):
         check_retrieval_entry(entry, models, asr_model(config))
@@ -300,6 +307,50 @@ def shard_path(set_name: str, model: str, shard: int, n_shards: int) -> str:
 
 def shard_paths(set_name: str, model: str, n_shards: int) -> list[str]:
     return [shard_path(set_name, model, k, n_shards) for k in range(1, n_shards + 1)]
+
+
+#: Families whose adapters expose patch features in the shared space (Adapter.dense); a
+#: plugin family ("module:function") may too, which only its job can tell.
+DENSE_FAMILIES = ("clip",)
+
+
+def check_dense(config: dict) -> None:
+    """``analysis.dense.models``: known models with text and image towers and dense features."""
+    dense = config["analysis"].get("dense") or {}
+    models = config["models"]
+    for name in dense.get("models", []):
+        if name not in models:
+            raise ConfigError(f"analysis.dense.models: unknown model {name!r}; models are {sorted(models)}")
+        spec = models[name]
+        family = str(spec.get("family"))
+        if family not in DENSE_FAMILIES and ":" not in family:
+            raise ConfigError(
+                f"analysis.dense.models: {name!r} is family {family!r}, which has no patch features in a "
+                f"shared space; families that do: {list(DENSE_FAMILIES)} (or a plugin module:function)")
+        need = {"text", "image", modality(dense.get("words", "pseudoword_text"))}
+        missing = need - set(spec["towers"])
+        if missing:
+            raise ConfigError(f"analysis.dense.models: {name!r} has towers {spec['towers']}, dense maps need "
+                              f"{sorted(need)}")
+
+
+def dense_models(config: dict) -> list[str]:
+    """The models of ``analysis.dense`` (each one job: localisation table and example maps)."""
+    return list((config["analysis"].get("dense") or {}).get("models", []))
+
+
+def rsa_covariate(config: dict, set_name: str, model: str) -> str | None:
+    """The model whose RDM partial RSA regresses out of ``model``'s on this set, if any.
+
+    ``analysis.rsa.covariate_model`` (config.yaml: logmel, the spectrogram) applies to the sets
+    it can embed, and never to itself.
+    """
+    covariate = (config["analysis"].get("rsa") or {}).get("covariate_model")
+    if not covariate or covariate == model or covariate not in config["models"]:
+        return None
+    if modality(set_name) not in config["models"][covariate]["towers"]:
+        return None
+    return covariate
 
 
 def labelled_extractions(config: dict) -> list[Extraction]:

@@ -19,8 +19,9 @@ SET_MODALITY = {
 #: and embedded, only when ``asr.model`` names a speech recogniser (see avprobe.plan).
 ASR_SETS = {"caption_asr": "captions"}
 
-#: Sets whose rows carry a sharp/round ``label`` (RSA and probes run on these).
-LABELLED_SETS = ("pseudowords", "pseudoword_text", "shapes")
+#: Sets whose rows carry labels that RSA and probes test: sharp/round ``label``, or the impact
+#: sounds' physical labels (IMPACT_LABELS, plus size as a continuous attribute).
+LABELLED_SETS = ("pseudowords", "pseudoword_text", "shapes", "impacts")
 
 #: Categorical physical labels of the ``impacts`` set (manifest columns; seed 001's
 #: dimensions, and the ``dimension`` names of a listeners' ratings table).

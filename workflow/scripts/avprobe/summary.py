@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Iterable, Mapping
 
 import pandas as pd
@@ -13,6 +14,17 @@ from .io import atomic_path
 def _read(paths: Iterable[str]) -> pd.DataFrame:
     frames = [pd.read_parquet(p) for p in paths]
     frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _read_rejected(paths: Iterable[str]) -> pd.DataFrame:
+    """The quarantine tables, with set and model from their paths (``<set>/rejected/<model>``)."""
+    frames = []
+    for path in paths:
+        path = Path(path)
+        df = pd.read_parquet(path)
+        if len(df):
+            frames.append(df.assign(set=path.parent.parent.name, model=path.stem))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -83,31 +95,51 @@ def summarize(
             ["model", "form", "direction", "best layer", "AUC", "95% CI", "p", "n"], rows
         ) + [""]
 
-    for analysis, metric_filter, title in (
-        ("rsa", None, "Layerwise RSA (best layer per model and reference)"),
-        ("probe", "balanced_accuracy", "Linear probes, sharp vs round (best layer)"),
-    ):
-        df = _read(tables.get(analysis, []))
-        lines += [f"## {title}", ""]
-        if df.empty:
-            lines += ["No rows.", ""]
-            continue
-        if metric_filter is None:
-            if "partial" in df.columns:
-                df = df[~df["partial"].fillna(False).astype(bool)]
-            metrics = sorted(df["metric"].unique())
-        else:
-            metrics = [metric_filter]
+    df = _read(tables.get("rsa", []))
+    lines += ["## Layerwise RSA (best layer per model and reference)", ""]
+    if df.empty:
+        lines += ["No rows.", ""]
+    else:
+        if "partial" in df.columns:
+            df = df[~df["partial"].fillna(False).astype(bool)]
         rows = []
-        for metric in metrics:
-            best = best_rows(df, metric, ["set", "model"])
-            for _, r in best.iterrows():
-                rows.append([
-                    str(r["set"]), _display(models, r["model"]), metric, str(r["layer"]),
-                    _fmt(r["value"]), _ci(r), _fmt(r["p"], 4), str(int(r["n"])),
-                ])
+        for metric in sorted(df["metric"].unique()):
+            for _, r in best_rows(df, metric, ["set", "model"]).iterrows():
+                rows.append([str(r["set"]), _display(models, r["model"]), metric, str(r["layer"]),
+                             _fmt(r["value"]), _ci(r), _fmt(r["p"], 4), str(int(r["n"]))])
         lines += _markdown_table(
             ["set", "model", "metric", "best layer", "value", "95% CI", "p", "n"], rows
+        ) + [""]
+
+    df = _read(tables.get("probe", []))
+    lines += ["## Linear probes (balanced accuracy, cross-validated; best layer per target)", ""]
+    if df.empty:
+        lines += ["No rows.", ""]
+    else:
+        if "split" in df.columns:
+            df = df[df["split"].astype(str) == "cv"]
+        if "target" not in df.columns:
+            df = df.assign(target="label")
+        rows = []
+        for _, r in best_rows(df, "balanced_accuracy", ["set", "model", "target"]).iterrows():
+            chance = r.get("chance")
+            rows.append([str(r["set"]), _display(models, r["model"]), str(r["target"]), str(r["layer"]),
+                         _fmt(r["value"]), _ci(r), "—" if pd.isna(chance) else _fmt(chance),
+                         _fmt(r["p"], 4), str(int(r["n"]))])
+        lines += _markdown_table(
+            ["set", "model", "target", "best layer", "value", "95% CI", "majority", "p", "n"], rows
+        ) + [""]
+
+    dense = _read(tables.get("dense", []))
+    if not dense.empty:
+        lines += ["## Dense maps: object phrases on scenes (patch features in the shared space)", "",
+                  "Chance: the same score with the maps of a scene's phrases swapped among them "
+                  "(p tests against it); no-map: a map without spatial information.", ""]
+        rows = [[_display(models, r["model"]), str(r["metric"]), str(r.get("grid", "")), _fmt(r["value"]), _ci(r),
+                 _fmt(r.get("chance")), _fmt(r.get("chance_uniform")), _fmt(r["p"], 4), str(int(r["n"]))]
+                for _, r in dense.sort_values(["model", "metric"]).iterrows()]
+        lines += _markdown_table(
+            ["model", "metric", "patches", "value", "95% CI", "chance", "no-map", "p", "queries"], rows
         ) + [""]
 
     ret = _read(tables.get("retrieval", []))
@@ -132,6 +164,17 @@ def summarize(
         wer = ret[ret["metric"] == "wer"]
         for _, r in wer.drop_duplicates("name").iterrows():
             lines += [f"Word error rate of the transcripts ({r['name']}): {_fmt(100 * r['value'], 1)}%", ""]
+
+    rejected = _read_rejected(tables.get("rejected", []))
+    lines += ["## Quarantined stimuli", ""]
+    if rejected.empty:
+        lines += ["None: every stimulus passed the input checks.", ""]
+    else:
+        counts = rejected.groupby(["set", "model", "check"]).size().reset_index(name="n")
+        lines += _markdown_table(["set", "model", "check", "stimuli left out"],
+                                 [[r["set"], _display(models, r["model"]), r["check"], str(r["n"])]
+                                  for _, r in counts.iterrows()])
+        lines += ["", "Each `results/embeddings/<set>/rejected/<model>.parquet` names the stimuli and why.", ""]
 
     text = "\n".join(lines)
     with atomic_path(out_path) as tmp:

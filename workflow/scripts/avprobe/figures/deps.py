@@ -30,6 +30,7 @@ FIGURES = (
     "rdm_heatmaps",
     "probe_layers",
     "retrieval_recall",
+    "dense_heatmaps",
 )
 
 #: Modules every figure runs through besides its own: the renderer (which imports the

@@ -66,6 +66,7 @@ def render_figure(
     models: Mapping | None = None,
     tables: Iterable[str | os.PathLike] = (),
     rdms: Iterable[str | os.PathLike] = (),
+    examples: Iterable[str | os.PathLike] = (),
     shapes: str | os.PathLike | None = None,
     pseudowords: str | os.PathLike | None = None,
     markdown: str | os.PathLike | None = None,
@@ -77,7 +78,7 @@ def render_figure(
     options = dict(options or {})
     size = options.pop("size", None)
     check_options(figure, module, options)
-    inputs = {"tables": as_list(tables), "rdms": as_list(rdms),
+    inputs = {"tables": as_list(tables), "rdms": as_list(rdms), "examples": as_list(examples),
               "shapes": str(shapes) if shapes else None,
               "pseudowords": str(pseudowords) if pseudowords else None}
     log.info("%s: %d tables, %d RDM files, options %s", figure, len(inputs["tables"]),

@@ -5,6 +5,7 @@ An :class:`Adapter` is the narrow, HEAR-like face of one model (see docs/CONTRAC
     adapter.towers                       # e.g. ("text", "image")
     adapter.layers(tower)                # ordered layer names, e.g. ["0", ..., "4", "joint"]
     adapter.embed(tower, items, layers)  # {layer: (B, D) float32 array}
+    adapter.dense(tower, items)          # optional: per-item token/patch features, shared space
     adapter.input_sample_rate("audio")   # the rate audio is resampled to (None if no audio)
     adapter.provenance()                 # revision, kind, dtype, device, versions, ...
 
@@ -96,14 +97,38 @@ class Adapter:
         items = list(items)
         if not items:
             return {n: np.zeros((0, 0), np.float32) for n in names}
-        if tower == "audio":
-            items = prepare_audio(items, self.input_sample_rate(tower))
-        elif tower == "image":
-            items = [prepare_image(x) for x in items]
-        elif tower == "text":
-            items = [str(x) for x in items]
-        out = self._embed(tower, items, names)
+        out = self._embed(tower, self._prepare(tower, items), names)
         return {n: np.ascontiguousarray(out[n], dtype=np.float32) for n in names}
+
+    def dense(self, tower: str, items: Sequence) -> list[np.ndarray]:
+        """Token-level features in the shared space, one array per item: an image gives its
+        ``(rows, cols, D)`` patch grid, text its ``(tokens, D)`` and audio its ``(frames, D)``
+        (padding left out). Their pooled counterpart is the ``joint`` layer."""
+        self.check_tower(tower)
+        if not self.supports_dense:
+            raise NotImplementedError(
+                f"model {self.name!r} ({self.family}) exposes no token-level features in a shared "
+                "space; dense similarity maps need a family such as clip, or a plugin that "
+                "implements Adapter._dense")
+        items = list(items)
+        if not items:
+            return []
+        return [np.ascontiguousarray(x, dtype=np.float32) for x in self._dense(tower, self._prepare(tower, items))]
+
+    #: Whether :meth:`dense` is implemented (``_dense``) for this family.
+    supports_dense = False
+
+    def _dense(self, tower: str, items: list) -> list[np.ndarray]:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def _prepare(self, tower: str, items: list) -> list:
+        if tower == "audio":
+            return prepare_audio(items, self.input_sample_rate(tower))
+        if tower == "image":
+            return [prepare_image(x) for x in items]
+        if tower == "text":
+            return [str(x) for x in items]
+        return items
 
     def provenance(self) -> dict:
         return {

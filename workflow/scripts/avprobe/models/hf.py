@@ -410,6 +410,30 @@ class CLIPAdapter(_TextMixin, HFAdapter):
                 mask = None
             return self._collect(hs, names, mask, how, joint)
 
+    # The joint embedding is the projection of one token (image: CLS after post_layernorm;
+    # text: EOS of the final layer norm), so projecting every token the same way puts patches
+    # and words in the shared space. CLIP never trained these tokens to align, so its maps are
+    # coarse; that is the finding seed 002 reports, not a defect of the readout.
+    supports_dense = True
+
+    def _dense(self, tower, items):
+        import torch
+
+        with torch.inference_mode():
+            if tower == "image":
+                batch = self.image_processor(images=items, return_tensors="pt")
+                inputs = self._to_device({"pixel_values": batch["pixel_values"]})
+                vision = self.model.vision_model
+                hidden = vision(**inputs).last_hidden_state
+                tokens = self.model.visual_projection(vision.post_layernorm(hidden))[:, 1:]
+                tokens = tokens.float().cpu().numpy()
+                rows = self.config.vision_config.image_size // self.config.vision_config.patch_size
+                return [t.reshape(rows, tokens.shape[1] // rows, -1) for t in tokens]
+            inputs, mask = self._tokenize(items, self.config.text_config)
+            hidden = self.model.text_model(**inputs).last_hidden_state
+            tokens = self.model.text_projection(hidden).float().cpu().numpy()
+            return [t[m] for t, m in zip(tokens, mask.cpu().numpy())]
+
 
 class SigLIPAdapter(CLIPAdapter):
     """SigLIP: like CLIP, but text is padded to the maximum length and the model sees no mask
@@ -418,6 +442,8 @@ class SigLIPAdapter(CLIPAdapter):
     family = "siglip"
     pad_to_max = True
     model_takes_mask = False
+    # The image embedding comes from an attention-pooling head, not a per-token projection.
+    supports_dense = False
 
 
 class CLAPAdapter(_TextMixin, HFAdapter):

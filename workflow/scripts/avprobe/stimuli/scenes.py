@@ -20,7 +20,7 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,7 +29,6 @@ from PIL import Image, ImageDraw
 from avprobe.io import write_parquet
 from avprobe.stimuli.manifests import with_manifest_paths
 from avprobe.stimuli.shapes import SUPERSAMPLE, save_png
-from avprobe.stimuli.speech import speak_captions  # noqa: F401 - part of this stage's API
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +265,16 @@ def _object_outline(shape: str, cx: float, cy: float, r: float, degrees: float) 
     return list(zip((cx + radii * np.cos(angles)).tolist(), (cy + radii * np.sin(angles)).tolist()))
 
 
+def _draw_object(draw: ImageDraw.ImageDraw, o: Mapping, big: int, fill) -> None:
+    fx, fy = POSITIONS[o["position"]]
+    cx, cy, r = (fx + o["dx"]) * big, (fy + o["dy"]) * big, o["radius"] * big
+    outline = _object_outline(o["shape"], cx, cy, r, o["rotation"])
+    if outline is None:
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+    else:
+        draw.polygon(outline, fill=fill)
+
+
 def draw_scene(row: Mapping) -> Image.Image:
     """Draw a ``scene_plan`` row at ``SUPERSAMPLE`` times the size, then downsample."""
     size = int(row["size"])
@@ -273,15 +282,27 @@ def draw_scene(row: Mapping) -> Image.Image:
     image = Image.new("RGB", (big, big), BACKGROUNDS[row["background"]])
     draw = ImageDraw.Draw(image)
     for o in json.loads(row["objects"]):
-        fx, fy = POSITIONS[o["position"]]
-        cx, cy, r = (fx + o["dx"]) * big, (fy + o["dy"]) * big, o["radius"] * big
-        fill = COLOURS[o["colour"]]
-        outline = _object_outline(o["shape"], cx, cy, r, o["rotation"])
-        if outline is None:
-            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
-        else:
-            draw.polygon(outline, fill=fill)
+        _draw_object(draw, o, big, COLOURS[o["colour"]])
     return image.resize((size, size), Image.Resampling.LANCZOS)
+
+
+def object_mask(row: Mapping, indices: Sequence[int]) -> np.ndarray:
+    """The share of each pixel of the drawn scene covered by the objects ``indices`` (float
+    in [0, 1], size × size), drawn exactly as :func:`draw_scene` draws them; later objects
+    painted over them are subtracted."""
+    size = int(row["size"])
+    big = size * SUPERSAMPLE
+    objects = json.loads(row["objects"])
+    image = Image.new("L", (big, big), 0)
+    draw = ImageDraw.Draw(image)
+    wanted = set(int(i) for i in indices)
+    for k, o in enumerate(objects):
+        if k in wanted:
+            _draw_object(draw, o, big, 255)
+        elif wanted and k > min(wanted):
+            _draw_object(draw, o, big, 0)
+    small = image.resize((size, size), Image.Resampling.BOX)
+    return np.asarray(small, dtype=np.float32) / 255.0
 
 
 def compose_scenes(

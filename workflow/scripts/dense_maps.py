@@ -1,0 +1,36 @@
+"""Entry: dense similarity maps of one model (seed 002): object localisation and examples.
+
+Reads
+  snakemake.input.scenes              scenes manifest (objects, with colours, shapes, places)
+  snakemake.input.shapes              shapes manifest (example maps of kiki/bouba)
+  snakemake.input.words               words manifest (pseudoword_text | pseudowords)
+  snakemake.input.model_dir_config    OPTIONAL: config.json of a built untrained control
+  snakemake.params.model / .spec      model name and its config["models"] entry
+  snakemake.params.cfg                config["analysis"]["dense"] (words, object_template, ...)
+  snakemake.params.n_bootstrap / .n_permutations / .seed
+  snakemake.output.table              tidy table (Parquet): pointing_game, localisation_auc
+  snakemake.output.examples           small .npz of example images, maps and masks for figures
+  snakemake.log[0], snakemake.threads
+"""
+
+from avprobe.analysis.dense import run_dense
+from avprobe.extract import model_dir_from_config
+from avprobe.runtime import job_log
+
+with job_log(snakemake.log[0], snakemake.threads):
+    cfg = dict(snakemake.params.cfg or {})
+    run_dense(
+        snakemake.input.scenes,
+        snakemake.input.shapes,
+        snakemake.input.words,
+        snakemake.output.table,
+        snakemake.output.examples,
+        model=snakemake.params.model,
+        spec=dict(snakemake.params.spec),
+        model_dir=model_dir_from_config(snakemake.input.get("model_dir_config")),
+        cfg=cfg,
+        words_set=cfg.get("words", "pseudoword_text"),
+        n_bootstrap=int(snakemake.params.n_bootstrap),
+        n_permutations=int(snakemake.params.n_permutations),
+        seed=int(snakemake.params.seed),
+    )
