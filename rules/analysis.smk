@@ -29,7 +29,8 @@ rule rsa:
     params:
         set=lambda wildcards: wildcards.set,
         model=lambda wildcards: wildcards.model,
-        cfg=config["analysis"]["rsa"],
+        # the ratings file is an input (of the impacts set's jobs), not a parameter
+        cfg={k: v for k, v in config["analysis"]["rsa"].items() if k != "ratings"},
         n_permutations=config["analysis"]["n_permutations"],
         n_bootstrap=config["analysis"]["n_bootstrap"],
         seed=config["seed"],

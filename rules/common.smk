@@ -91,6 +91,9 @@ def rsa_inputs(wildcards):
     covariate = plan.rsa_covariate(config, wildcards.set, wildcards.model)
     if covariate:
         inputs["covariate"] = embeddings(wildcards.set, covariate)
+    ratings = config["analysis"]["rsa"].get("ratings")
+    if ratings and wildcards.set == "impacts":
+        inputs["ratings"] = ratings
     return inputs
 
 

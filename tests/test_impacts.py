@@ -336,3 +336,37 @@ def test_ratings_validation_against_the_set_and_files(tmp_path):
     good_ratings().assign(proportion=[0.25, 0.7, 1.0, 0.0, 0.5, 0.5]).to_csv(bad, index=False)
     with pytest.raises(impacts.RatingsError, match=str(bad)):  # the message names the file
         impacts.validate_ratings(bad)
+
+
+def test_per_rater_ratings_validate_per_rater():
+    one = good_ratings()
+    raters = pd.concat([one.assign(rater="a"), one.assign(rater="b")], ignore_index=True)
+    assert len(impacts.validate_ratings(raters)) == 12
+    with pytest.raises(impacts.RatingsError, match="rater × stimulus_id × dimension × category must appear once"):
+        impacts.validate_ratings(pd.concat([raters, raters.iloc[[0]]]))
+    skewed = raters.copy()
+    skewed.loc[0, "proportion"] = 0.5
+    with pytest.raises(impacts.RatingsError, match=r"per rater × stimulus_id × dimension.*a/s1/material"):
+        impacts.validate_ratings(skewed)
+
+
+def test_the_rsa_job_refuses_a_bad_ratings_file(tmp_path):
+    """A ratings table that does not fit the set stops the RSA job with the schema's message,
+    instead of being renormalised or silently ignored."""
+    rsa = pytest.importorskip("avprobe.analysis.rsa")
+    from avprobe.io import write_embeddings
+
+    ids = [f"s{i}" for i in range(12)]
+    manifest = pd.DataFrame({"stimulus_id": ids, "label": ["sharp", "round"] * 6,
+                             "material": ["wood", "metal", "glass"] * 4})
+    manifest.to_parquet(tmp_path / "m.parquet")
+    rng = np.random.default_rng(0)
+    write_embeddings([("0", 0, (ids, rng.normal(size=(12, 4)).astype(np.float32)))], tmp_path / "e.parquet",
+                     {"model": "m"})
+    ratings = pd.DataFrame({"stimulus_id": ids + ["ghost"], "dimension": "material",
+                            "category": "wood", "proportion": 1.0})
+    ratings.to_csv(tmp_path / "r.csv", index=False)
+    with pytest.raises(impacts.RatingsError, match=r"not in the stimulus set, e.g. \['ghost'\]"):
+        rsa.run_rsa(tmp_path / "m.parquet", tmp_path / "e.parquet", tmp_path / "t.parquet", tmp_path / "r.npz",
+                    set_name="impacts", model="m", n_bootstrap=10, n_permutations=10,
+                    ratings=tmp_path / "r.csv")

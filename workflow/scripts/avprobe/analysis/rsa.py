@@ -130,6 +130,7 @@ import scipy.stats
 
 from .. import io as avio
 from .. import validate
+from ..ratings import validate_ratings
 from ..sets import IMPACT_LABELS
 from . import stats
 
@@ -952,11 +953,12 @@ def save_rdms(
             )
 
 
-def _read_ratings(path) -> pd.DataFrame | None:
+def _read_ratings(path, stimulus_ids=None) -> pd.DataFrame | None:
+    """The ratings table, checked against the schema (:func:`avprobe.ratings.validate_ratings`)
+    and, when given, against the set's stimulus ids."""
     if path is None or (isinstance(path, (list, tuple)) and not path):
         return None
-    path = Path(path)
-    return pd.read_csv(path) if path.suffix in (".csv", ".tsv") else pd.read_parquet(path)
+    return validate_ratings(path, stimulus_ids=stimulus_ids)
 
 
 def run_rsa(
@@ -1003,7 +1005,7 @@ def run_rsa(
     groups: list[tuple[np.ndarray | None, list[Reference]]] = [
         (None, build_references(units, cfg.get("labels", DEFAULT_LABELS), cfg.get("attributes", DEFAULT_ATTRIBUTES)))
     ]
-    table_ratings = _read_ratings(ratings)
+    table_ratings = _read_ratings(ratings, stimulus_ids=man["stimulus_id"])
     ceilings: dict[str, dict] = {}
     rater_vecs: tuple[np.ndarray, dict[str, np.ndarray]] = (np.zeros(0, dtype=np.intp), {})
     if table_ratings is not None:
