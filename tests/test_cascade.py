@@ -140,10 +140,12 @@ def test_transcribe_writes_the_caption_asr_manifest(spoken, whisper, transcripts
     # an untrained recogniser's transcripts are noise: nearly every word is wrong
     assert meta["wer"] > 0.9
     assert "corpus WER" in (spoken / "logs" / "transcribe.log").read_text()
-    # deterministic: the library function called again gives the same table
+    # deterministic: the library function called again writes the same bytes (the transcript
+    # set is a stimulus set, which two runs must reproduce bit for bit)
     again = transcribe_set(spoken / "captions" / "manifest.parquet", spoken / "again.parquet",
                            "whisper-untrained", ASR_SPEC, model_dir=whisper, device="cpu")
     pd.testing.assert_frame_equal(again, asr[again.columns.tolist()], check_dtype=False)
+    assert (spoken / "again.parquet").read_bytes() == transcripts.read_bytes()
 
 
 def test_cascade_retrieval_end_to_end_with_a_wer_row(spoken, transcripts, tmp_path):

@@ -97,8 +97,9 @@ def transcribe_set(
     empty = int((out["text"].str.strip() == "").sum())
     if empty:
         log.warning("%d of %d transcripts are empty; text extraction quarantines them", empty, len(out))
+    # No timings in the file: a rerun must write the same bytes (they go to the log).
     meta.update(source_manifest=str(manifest_path), n_items=len(out), wer=wer, n_empty=empty,
-                seconds=seconds, config_hash=io.hash_config(dict(spec)))
+                config_hash=io.hash_config(dict(spec)))
     table = pa.Table.from_pandas(out, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                            io.EMBEDDINGS_META_KEY: json.dumps(meta, default=str).encode()})
