@@ -68,18 +68,12 @@ METRICS = ("pointing_game", "localisation_auc")
 # ---------------------------------------------------------------------------------------------
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.where(norm > 0, norm, 1.0)
-
-
 def similarity_map(query: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """Cosine similarity of one ``(D,)`` query to every patch of a ``(rows, cols, D)`` grid."""
     grid = np.asarray(grid)
     if grid.ndim != 3 or grid.shape[-1] != np.shape(query)[-1]:
         raise ValueError(f"a patch grid (rows, cols, {np.shape(query)[-1]}) is needed, got {grid.shape}")
-    return (_unit(grid) @ _unit(query)).astype(np.float32)
+    return (stats.l2_normalize(grid) @ stats.l2_normalize(query)).astype(np.float32)
 
 
 def patch_coverage(mask: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -342,7 +336,7 @@ def run_dense(
     for q, vec in zip(queries.to_dict("records"), q_vecs):
         grid = grids[q["image_id"]]
         maps.append(similarity_map(vec, grid).ravel())
-        mask = object_mask({**scene_rows.loc[q["image_id"]].to_dict()}, q["objects"])
+        mask = object_mask(scene_rows.loc[q["image_id"]].to_dict(), q["objects"])
         masks.append(mask)
         positive.append(patch_coverage(mask >= 0.5, *grid.shape[:2]).ravel() >= float(cfg["min_coverage"]))
     maps, positive = np.stack(maps), np.stack(positive)

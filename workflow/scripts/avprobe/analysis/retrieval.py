@@ -49,11 +49,6 @@ REFERENCE_COLUMNS = ("reference_text", "text")
 SCORE_DECIMALS = 10
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def _as_csr(positives, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
     """(indptr, indices) of each query's matching gallery items."""
     if isinstance(positives, np.ndarray) and positives.ndim == 1 and positives.dtype != object:
@@ -97,8 +92,8 @@ def recall_at_k(
     Returns ``{k: recall}``, or with ``per_query=True`` also the (Q, len(ks)) matrix of each
     query's expected hit. Queries without a match are NaN and left out of the mean.
     """
-    q = _normalise(query_emb)
-    g = _normalise(gallery_emb)
+    q = stats.l2_normalize(query_emb)
+    g = stats.l2_normalize(gallery_emb)
     nq = q.shape[0]
     indptr, indices = _as_csr(query_to_gallery, nq)
     counts = np.diff(indptr)
@@ -266,7 +261,7 @@ def run_retrieval(
         parts = []
         for p in q_paths:
             ids, x = _read_layer(p, lname)
-            parts.append(pd.DataFrame(_normalise(x), index=[str(i) for i in ids]))
+            parts.append(pd.DataFrame(stats.l2_normalize(x), index=[str(i) for i in ids]))
         common = parts[0].index
         for part in parts[1:]:
             common = common.intersection(part.index, sort=False)

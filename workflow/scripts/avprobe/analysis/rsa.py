@@ -130,7 +130,7 @@ import scipy.stats
 
 from .. import io as avio
 from .. import validate
-from ..ratings import validate_ratings
+from ..ratings import RATING_COLUMNS, validate_ratings
 from ..sets import IMPACT_LABELS
 from . import stats
 
@@ -328,12 +328,9 @@ def matrix_reference(name: str, matrix: np.ndarray, kind: str = "human") -> Refe
     return Reference(name, kind, np.arange(m.shape[0], dtype=np.intp), m)
 
 
-_RATING_COLUMNS = ("stimulus_id", "dimension", "category", "proportion")
-
-
 def _check_ratings(ratings: pd.DataFrame) -> None:
-    if not set(_RATING_COLUMNS) <= set(ratings.columns):
-        raise ValueError(f"ratings need columns {sorted(_RATING_COLUMNS)}, found {sorted(ratings.columns)}")
+    if not set(RATING_COLUMNS) <= set(ratings.columns):
+        raise ValueError(f"ratings need columns {sorted(RATING_COLUMNS)}, found {sorted(ratings.columns)}")
 
 
 def rating_categories(ratings: pd.DataFrame) -> dict[str, list[str]]:
@@ -364,8 +361,8 @@ def aggregate_ratings(ratings: pd.DataFrame) -> pd.DataFrame:
         long.insert(1, "dimension", dim)
         parts.append(long)
     if not parts:
-        return pd.DataFrame(columns=list(_RATING_COLUMNS))
-    return pd.concat(parts, ignore_index=True)[list(_RATING_COLUMNS)]
+        return pd.DataFrame(columns=list(RATING_COLUMNS))
+    return pd.concat(parts, ignore_index=True)[list(RATING_COLUMNS)]
 
 
 def human_rdms(ratings: pd.DataFrame, unit_stimuli: Mapping[str, list[str]] | list[str],

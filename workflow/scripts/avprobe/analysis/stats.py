@@ -177,6 +177,12 @@ def binomial_pvalue(k: int, n: int, p0: float) -> float:
     return float(scipy.stats.binomtest(int(k), int(n), p0, alternative="greater").pvalue)
 
 
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Vectors along the last axis scaled to unit L2 norm (float64); all-zero ones stay zero."""
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
 def midranks(x: np.ndarray) -> np.ndarray:
     """Average ranks (1-based), ties get the mean of their positions (``scipy rankdata``)."""
     return scipy.stats.rankdata(np.asarray(x, dtype=float), method="average")

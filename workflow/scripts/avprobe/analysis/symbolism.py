@@ -70,13 +70,6 @@ ROUND, SHARP = "round", "sharp"
 
 
 # ----------------------------------------------------------------------------- scores
-def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Rows scaled to unit L2 norm (float64); all-zero rows stay zero."""
-    x = np.asarray(x, dtype=np.float64)
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norm, eps)
-
-
 def anchor_scores(items: np.ndarray, anchors: np.ndarray, anchor_round: np.ndarray) -> np.ndarray:
     """Mean cosine of each item to the round anchors minus mean cosine to the sharp anchors.
 
@@ -86,9 +79,9 @@ def anchor_scores(items: np.ndarray, anchors: np.ndarray, anchor_round: np.ndarr
     anchor_round = np.asarray(anchor_round, dtype=bool)
     if anchor_round.all() or not anchor_round.any():
         raise ValueError("anchors need both round and sharp items")
-    a = l2_normalize(anchors)
+    a = stats.l2_normalize(anchors)
     direction = a[anchor_round].mean(0) - a[~anchor_round].mean(0)
-    return l2_normalize(items) @ direction
+    return stats.l2_normalize(items) @ direction
 
 
 def _sorted_ties(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -394,8 +387,8 @@ def symbolism_layer(
     if voice_col:
         breakdown += [(str(v), (words[voice_col] == v).to_numpy()) for v in sorted(words[voice_col].unique())]
 
-    img_n = l2_normalize(image_emb)
-    word_n = l2_normalize(word_emb)
+    img_n = stats.l2_normalize(image_emb)
+    word_n = stats.l2_normalize(word_emb)
     out: list[dict] = []
 
     def emit(rows, direction, scored, voice, n_anchors):

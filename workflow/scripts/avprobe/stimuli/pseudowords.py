@@ -116,26 +116,24 @@ def espeak_phonemes(word: str) -> str:
     The stress mark goes before the first vowel, which is where espeak itself writes it.
     A fixed stress keeps prosody constant across the inventory, so it cannot cue the label.
     """
-    parts = []
-    stressed = False
-    for sound in segment(word):
-        if sound in VOWEL_LETTERS and not stressed:
-            parts.append("'")
-            stressed = True
-        parts.append(LETTER_ESPEAK[sound])
-    return "[[" + "".join(parts) + "]]"
+    return "[[" + _stressed_transcription(word, LETTER_ESPEAK, "'") + "]]"
 
 
 def tts_ipa(word: str) -> str:
     """The phonemes of :func:`espeak_phonemes` in IPA, stress mark where espeak writes it:
     ``bouba`` → ``bˈuːbɑː``. The input of IPA engines (piper) is ``[[`` + this + ``]]``."""
+    return _stressed_transcription(word, LETTER_TTS_IPA, "ˈ")
+
+
+def _stressed_transcription(word: str, symbols: Mapping[str, str], stress: str) -> str:
+    """``word``'s sounds in ``symbols``, with ``stress`` before the first vowel."""
     parts = []
     stressed = False
     for sound in segment(word):
         if sound in VOWEL_LETTERS and not stressed:
-            parts.append("ˈ")
+            parts.append(stress)
             stressed = True
-        parts.append(LETTER_TTS_IPA[sound])
+        parts.append(symbols[sound])
     return "".join(parts)
 
 
