@@ -8,6 +8,9 @@ rule symbolism:
         model=lambda wildcards: SYMBOLISM[wildcards.name]["model"],
         words=lambda wildcards: SYMBOLISM[wildcards.name]["words"],
         images=lambda wildcards: SYMBOLISM[wildcards.name]["images"],
+        space=lambda wildcards: SYMBOLISM_SPACE[wildcards.name]["space"],
+        space_layer=lambda wildcards: SYMBOLISM_SPACE[wildcards.name]["space_layer"],
+        unaligned=lambda wildcards: SYMBOLISM[wildcards.name].get("unaligned", False),
         n_permutations=config["analysis"]["n_permutations"],
         n_bootstrap=config["analysis"]["n_bootstrap"],
         seed=config["seed"],
@@ -75,6 +78,8 @@ rule retrieval:
         model=lambda wildcards: RETRIEVAL[wildcards.name]["model"],
         queries=lambda wildcards: RETRIEVAL[wildcards.name]["queries"],
         gallery=lambda wildcards: RETRIEVAL[wildcards.name]["gallery"],
+        space=lambda wildcards: RETRIEVAL_SPACE[wildcards.name]["space"],
+        layer=lambda wildcards: RETRIEVAL_SPACE[wildcards.name]["space_layer"],
         seed=config["seed"],
     threads: 1
     log:

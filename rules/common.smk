@@ -16,6 +16,10 @@ EXTRACTIONS = plan.extractions(config)
 LABELLED = plan.labelled_extractions(config)
 SYMBOLISM = {plan.symbolism_name(e): e for e in config["analysis"]["symbolism"]}
 RETRIEVAL = {e["name"]: plan.retrieval_entry(e) for e in config["analysis"]["retrieval"]}
+# The shared space each comparison of two towers runs in (avprobe.models.registry declares the
+# spaces): {space, space_layer}, both None for an explicitly unaligned request.
+SYMBOLISM_SPACE = {n: plan.space_params(plan.symbolism_space(config, e)) for n, e in SYMBOLISM.items()}
+RETRIEVAL_SPACE = {n: plan.space_params(plan.retrieval_space(config, e)) for n, e in RETRIEVAL.items()}
 # Models whose patch features make dense similarity maps (analysis.dense.models).
 DENSE = plan.dense_models(config)
 # The speech recogniser of the cascade (asr.model), or None: then no transcript set is built.

@@ -13,7 +13,9 @@ Reads
   snakemake.params.queries            query set name (or list of two, for fusion)
   snakemake.params.gallery            gallery set name
   snakemake.params.seed               seed (bootstrap CIs over queries)
-  snakemake.params.layer              OPTIONAL layer name (default: every shared layer, joint first)
+  snakemake.params.layer              the layer of the shared space (None: an unaligned request,
+                                      every layer present in all files with equal widths)
+  snakemake.params.space              the shared space's name (avprobe.plan.retrieval_space), or None
   snakemake.output.table              tidy table (Parquet)
   snakemake.log[0], snakemake.threads (numeric libraries are capped to it)
 """
@@ -37,4 +39,5 @@ with job_log(snakemake.log[0], snakemake.threads):
         gallery=snakemake.params.gallery,
         seed=int(snakemake.params.seed),
         layer=snakemake.params.get("layer"),
+        space=snakemake.params.get("space"),
     )

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .models.registry import FAMILIES, Space, is_plugin, spaces_of
 from .sets import ASR_SETS, LABELLED_SETS, SET_MODALITY, corpus_sets, modality
 
 #: The sets the default study synthesises; each is embedded by every model with its tower
@@ -21,10 +22,10 @@ from .sets import ASR_SETS, LABELLED_SETS, SET_MODALITY, corpus_sets, modality
 STUDY_SETS = tuple(SET_MODALITY)
 
 #: Families that only transcribe speech (the recogniser of the cascade); they embed no set.
-ASR_FAMILIES = ("whisper_asr",)
+ASR_FAMILIES = tuple(n for n, f in FAMILIES.items() if not f.embeds)
 #: Families whose checkpoint can serve as ``asr.model`` (a whisper_encoder entry's source is a
 #: whole Whisper checkpoint, so the same entry can transcribe).
-ASR_CAPABLE_FAMILIES = ("whisper_asr", "whisper_encoder")
+ASR_CAPABLE_FAMILIES = tuple(n for n, f in FAMILIES.items() if f.asr)
 #: The query set(s) of each retrieval mode when an entry gives no ``queries``.
 DEFAULT_QUERIES = {
     "end_to_end": "captions",  # speech → the model's audio tower
@@ -63,13 +64,7 @@ def check(config: dict) -> None:
             raise ConfigError(
                 f"analysis.symbolism: unknown model {name!r}; models are {sorted(models)}"
             )
-        need = {modality(entry["words"]), modality(entry["images"])}
-        missing = need - set(models[name]["towers"])
-        if missing:
-            raise ConfigError(
-                f"analysis.symbolism: model {name!r} has towers {models[name]['towers']} but "
-                f"scoring {entry['words']} against {entry['images']} needs {sorted(need)}"
-            )
+        symbolism_space(config, entry)
     check_dense(config)
     check_asr(config)
     for entry in config["analysis"].get("retrieval", []):
@@ -93,28 +88,6 @@ def check(config: dict) -> None:
 
 
 # ------------------------------------------------------------------------------ model entries
-#: Layers of each built-in family that are selected by name; every other layer of the
-#: transformer families is a hidden state "0".."N" (selected by index or by that string).
-NAMED_LAYERS = {
-    "logmel": ("mean", "meanstd"),
-    "pixels": ("grey", "rgb"),
-    "clip": ("joint",),
-    "siglip": ("joint",),
-    "clap": ("joint",),
-    "hf_audio": (),
-    "whisper_encoder": (),
-    "whisper_asr": (),  # speech recognition only (asr.model); no layers are embedded
-    "ast": (),
-    "hf_image": (),
-    "hf_text": (),
-}
-#: Families whose layers are all named (integers index those names, in order).
-ALL_NAMED = ("logmel", "pixels")
-#: Spec keys a built-in family reads that the schema leaves to the family.
-FAMILY_KEYS = {
-    "logmel": ("n_fft", "hop_length", "fmin", "fmax"),
-    "whisper_encoder": ("max_new_tokens", "num_beams"),
-}
 _SCHEMA = Path(__file__).resolve().parents[3] / "config" / "schema.yaml"
 
 
@@ -132,9 +105,9 @@ def _model_keys() -> tuple[str, ...] | None:
 def check_model_keys(name: str, spec: dict, allowed) -> None:
     """A built-in family's entry may only have known keys (catches typos such as ``layer:``)."""
     family = str(spec.get("family", ""))
-    if allowed is None or family not in NAMED_LAYERS:  # plugins take their own keys
+    if allowed is None or family not in FAMILIES:  # plugins take their own keys
         return
-    known = set(allowed) | set(FAMILY_KEYS.get(family, ()))
+    known = set(allowed) | set(FAMILIES[family].config_keys)
     for key in spec:
         if key not in known:
             close = difflib.get_close_matches(str(key), sorted(known), n=1)
@@ -152,23 +125,82 @@ def check_layer_selectors(name: str, spec: dict) -> None:
     """
     family = str(spec.get("family", ""))
     selectors = spec.get("layers", "all")
-    if selectors in (None, "all") or family not in NAMED_LAYERS:
+    if selectors in (None, "all") or family not in FAMILIES:
         return
-    named = NAMED_LAYERS[family]
+    named = FAMILIES[family].layer_names
+    all_named = FAMILIES[family].all_named
     for sel in selectors:
         if isinstance(sel, bool):
             raise ConfigError(f"models.{name}.layers: {sel!r} is not a layer; use indices or names")
         if isinstance(sel, int) or re.fullmatch(r"-?\d+", str(sel)):
             index = int(sel)
-            if family in ALL_NAMED and not -len(named) <= index < len(named):
+            if all_named and not -len(named) <= index < len(named):
                 raise ConfigError(f"models.{name}.layers: index {index} is out of range; family {family!r} "
                                   f"has {len(named)} layers {list(named)} (indices 0..{len(named) - 1})")
             continue
         if sel not in named:
-            what = (f"its layers are {list(named)}" if family in ALL_NAMED else
+            what = (f"its layers are {list(named)}" if all_named else
                     "its layers are hidden states selected by index (0 = embedding output, -1 = last "
                     "block; or the strings '0', '1', …)" + (f" and the named layers {list(named)}" if named else ""))
             raise ConfigError(f"models.{name}.layers: unknown layer {sel!r} for family {family!r}; {what}")
+
+
+# ------------------------------------------------------------------------------ shared spaces
+def resolve_space(config: dict, model: str, towers, where: str, space: str | None = None,
+                  unaligned: bool = False) -> Space | None:
+    """The shared space in which ``model`` compares ``towers``, or None for an *unaligned* request.
+
+    A family's spaces come from :mod:`avprobe.models.registry` (a plugin's from its ``spaces``
+    config key). With one space joining the towers it is chosen; with several, ``space`` must
+    name one; with none, the comparison is refused unless ``unaligned`` is set, in which case
+    hidden layers of equal width are compared and every row says ``unaligned``.
+
+    Raises ConfigError naming ``where`` (the config path of the request) and the fix.
+    """
+    spec = config["models"][model]
+    towers = set(towers)
+    missing = towers - set(spec["towers"])
+    if missing:
+        raise ConfigError(f"{where}: model {model!r} has towers {spec['towers']} but this needs "
+                          f"{sorted(towers)} (missing {sorted(missing)})")
+    fitting = [s for s in spaces_of(spec) if towers <= set(s.towers)]
+    if space is not None:
+        chosen = [s for s in fitting if s.name == space]
+        if not chosen:
+            raise ConfigError(f"{where}: model {model!r} has no space {space!r} joining {sorted(towers)}; "
+                              f"its spaces that do: {[s.name for s in fitting] or 'none'}")
+        return chosen[0]
+    if len(fitting) == 1:
+        return fitting[0]
+    if len(fitting) > 1:
+        raise ConfigError(f"{where}: model {model!r} has several spaces joining {sorted(towers)}: "
+                          f"{[s.name for s in fitting]}; name one with `space:`")
+    if unaligned:
+        return None
+    declared = [f"{s.name} ({'+'.join(s.towers)})" for s in spaces_of(spec)]
+    raise ConfigError(f"{where}: model {model!r} has no shared space joining {sorted(towers)} (its spaces: "
+                      f"{declared or 'none'}), so its towers' embeddings are not comparable; to compare "
+                      "hidden layers that no space aligns anyway, set `unaligned: true` (rows are "
+                      "labelled unaligned)")
+
+
+def symbolism_space(config: dict, entry: dict) -> Space | None:
+    """The space a symbolism entry scores words and anchors in (None: explicitly unaligned)."""
+    where = f"analysis.symbolism[{symbolism_name(entry)}]"
+    towers = {modality(entry["words"]), modality(entry["images"])}
+    return resolve_space(config, entry["model"], towers, where, entry.get("space"), entry.get("unaligned", False))
+
+
+def retrieval_space(config: dict, entry: dict) -> Space | None:
+    """The space a retrieval entry ranks its gallery in (None: explicitly unaligned)."""
+    towers = {modality(q) for q in retrieval_queries(entry)} | {modality(entry["gallery"])}
+    return resolve_space(config, entry["model"], towers, f"analysis.retrieval[{entry['name']}]",
+                         entry.get("space"), entry.get("unaligned", False))
+
+
+def space_params(space: Space | None) -> dict:
+    """What an analysis job is told of its space: ``{space, space_layer}`` (None, None: unaligned)."""
+    return {"space": None if space is None else space.name, "space_layer": None if space is None else space.layer}
 
 
 # ------------------------------------------------------------------------------ provenance
@@ -292,6 +324,7 @@ def check_retrieval_entry(entry: dict, models: dict, asr: str | None) -> None:
     if missing:
         raise ConfigError(f"{where}: model {name!r} lacks the {sorted(missing)} tower(s) needed for "
                           f"{' + '.join(queries)} → {entry['gallery']}")
+    retrieval_space({"models": models}, entry)
 
 
 # ------------------------------------------------------------------------------ sharding
@@ -309,29 +342,33 @@ def shard_paths(set_name: str, model: str, n_shards: int) -> list[str]:
     return [shard_path(set_name, model, k, n_shards) for k in range(1, n_shards + 1)]
 
 
-#: Families whose adapters expose patch features in the shared space (Adapter.dense); a
+#: Families whose adapters expose patch features in a shared space (Adapter.dense); a
 #: plugin family ("module:function") may too, which only its job can tell.
-DENSE_FAMILIES = ("clip",)
+DENSE_FAMILIES = tuple(n for n, f in FAMILIES.items() if f.dense)
 
 
 def check_dense(config: dict) -> None:
-    """``analysis.dense.models``: known models with text and image towers and dense features."""
+    """``analysis.dense.models``: known models with dense features in a space joining the image
+    tower and the tower of the query words."""
     dense = config["analysis"].get("dense") or {}
     models = config["models"]
     for name in dense.get("models", []):
         if name not in models:
             raise ConfigError(f"analysis.dense.models: unknown model {name!r}; models are {sorted(models)}")
-        spec = models[name]
-        family = str(spec.get("family"))
-        if family not in DENSE_FAMILIES and ":" not in family:
+        family = str(models[name].get("family"))
+        if family not in DENSE_FAMILIES and not is_plugin(family):
             raise ConfigError(
                 f"analysis.dense.models: {name!r} is family {family!r}, which has no patch features in a "
                 f"shared space; families that do: {list(DENSE_FAMILIES)} (or a plugin module:function)")
-        need = {"text", "image", modality(dense.get("words", "pseudoword_text"))}
-        missing = need - set(spec["towers"])
-        if missing:
-            raise ConfigError(f"analysis.dense.models: {name!r} has towers {spec['towers']}, dense maps need "
-                              f"{sorted(need)}")
+        dense_space(config, name)
+
+
+def dense_space(config: dict, model: str) -> Space:
+    """The space dense maps of ``model`` are computed in: it joins image, text (the object
+    phrases of the scenes) and the modality of ``analysis.dense.words``."""
+    dense = config["analysis"].get("dense") or {}
+    towers = {"text", "image", modality(dense.get("words", "pseudoword_text"))}
+    return resolve_space(config, model, towers, "analysis.dense.models", dense.get("space"))
 
 
 def dense_models(config: dict) -> list[str]:
@@ -359,7 +396,12 @@ def labelled_extractions(config: dict) -> list[Extraction]:
 
 
 def symbolism_name(entry: dict) -> str:
-    return f"{entry['model']}-{entry['words']}-{entry['images']}"
+    """``<model>-<words>-<images>``, plus ``-<space>`` when the entry names one and
+    ``-unaligned`` for an unaligned request, so two entries never share a table."""
+    name = f"{entry['model']}-{entry['words']}-{entry['images']}"
+    if entry.get("space"):
+        name += f"-{entry['space']}"
+    return name + ("-unaligned" if entry.get("unaligned") else "")
 
 
 def gpus_for(spec: dict) -> int:

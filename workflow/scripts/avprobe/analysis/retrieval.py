@@ -196,6 +196,10 @@ def _layers(queries: Sequence[str | Path], gallery: str | Path, layer: str | Non
     g_layers = dict(avio.embedding_layers(gallery))
     q_layers = [dict(avio.embedding_layers(p)) for p in queries]
     if layer:
+        for path, have in zip([*queries, gallery], [*q_layers, g_layers]):
+            if layer not in have:
+                raise KeyError(f"{path}: no layer {layer!r} (the shared space's layer); it has {list(have)}."
+                               " Rebuild it with the model's extraction rule")
         names = [layer]
     else:
         names = [n for n in q_layers[0] if n in g_layers and all(n in q for q in q_layers)]
@@ -217,6 +221,7 @@ def run_retrieval(
     gallery: str,
     seed: int = 0,
     layer: str | None = None,
+    space: str | None = None,
     ks: Sequence[int] = (1, 5, 10),
     n_bootstrap: int = 1000,
     chunk: int = 1024,
@@ -225,9 +230,11 @@ def run_retrieval(
 
     ``queries_embeddings`` is one file, or two for ``mode = "fusion"`` (their L2-normalised
     embeddings are summed per stimulus id; ids absent from either are dropped). The queries
-    manifest maps each caption to its gallery item by ``image_id``. Layers: ``layer`` if given,
-    else every layer present in all files (``joint`` first); hidden layers of different towers
-    are not aligned spaces, so ``joint`` is the meaningful one.
+    manifest maps each caption to its gallery item by ``image_id``. Layers: ``layer`` if given
+    (the layer of the shared space ``space``, as :func:`avprobe.plan.retrieval_space` resolves
+    it), else every layer present in all files with equal widths (an explicitly *unaligned*
+    request: hidden layers of different towers share no trained space). The ``space`` column
+    names the space of each row: ``space`` for its layer, ``unaligned`` for any other layer.
 
     Columns: standard ones (``set`` = query set(s), metric ``R@1``…, value = recall in [0, 1],
     CI = bootstrap over queries, ``n`` = queries) plus name, mode, direction, k, gallery,
@@ -256,6 +263,7 @@ def run_retrieval(
     base = dict(analysis="retrieval", set=q_set, model=model, name=name, mode=mode, gallery=gallery)
 
     for lname, lindex in _layers(q_paths, gallery_embeddings, layer):
+        row_space = space if (space is not None and lname == layer) else "unaligned"
         g_ids, g_x = _read_layer(gallery_embeddings, lname)
         g_ids = pd.Index([str(i) for i in g_ids])
         parts = []
@@ -280,7 +288,7 @@ def run_retrieval(
         w = stats.bootstrap_weights(rng, n_bootstrap, len(q_ids)).astype(float)
         for j, k in enumerate(ks):
             lo, hi = stats.bootstrap_ci((w @ hits[:, j]) / w.sum(1))
-            rows.append(dict(base, layer=lname, layer_index=lindex, metric=f"R@{k}", value=rec[k],
+            rows.append(dict(base, layer=lname, layer_index=lindex, space=row_space, metric=f"R@{k}", value=rec[k],
                              ci_low=lo, ci_high=hi, n=len(q_ids), direction=f"{prefix}→image", k=k,
                              chance=_chance_caption(len(g_ids), k), n_gallery=len(g_ids)))
         # image → captions
@@ -291,7 +299,7 @@ def run_retrieval(
         n_pos = caps.map(len).to_numpy()
         for j, k in enumerate(ks):
             lo, hi = stats.bootstrap_ci((w @ hits[:, j]) / w.sum(1))
-            rows.append(dict(base, layer=lname, layer_index=lindex, metric=f"R@{k}", value=rec[k],
+            rows.append(dict(base, layer=lname, layer_index=lindex, space=row_space, metric=f"R@{k}", value=rec[k],
                              ci_low=lo, ci_high=hi, n=len(imgs), direction=f"image→{prefix}", k=k,
                              chance=_chance_image(len(q_ids), n_pos, k), n_gallery=len(q_ids)))
     hyp_col = next((c for c in HYPOTHESIS_COLUMNS if c in qm.columns), None)

@@ -15,10 +15,9 @@
 ``float16`` are used on a GPU only). ``model_dir`` is the folder of an untrained control built by
 the ``build_untrained_model`` rule; it takes the place of ``source``.
 
-Families (``FAMILIES``): ``logmel``, ``pixels`` (baselines); ``hf_audio`` (HuBERT, wav2vec 2.0,
-WavLM, data2vec-audio), ``whisper_encoder``, ``ast``, ``clap``, ``clip``, ``siglip``,
-``hf_image`` (DINOv2, ViT), ``hf_text`` (BERT-like). Speech recognition for the ASR→text cascade
-is :func:`avprobe.models.asr.transcribe`; a ``models`` entry of family ``whisper_asr`` is a
+Families are declared once, in :mod:`avprobe.models.registry` (towers, shared spaces, named
+layers, weights, licence); ``FAMILIES`` maps each that embeds to its lazy factory. Speech
+recognition for the ASR→text cascade is :func:`avprobe.models.asr.transcribe`; a ``models`` entry of family ``whisper_asr`` is a
 recogniser only (named by ``asr.model``, see :mod:`avprobe.cascade`) and embeds no set.
 
 Plugins
@@ -47,30 +46,23 @@ from __future__ import annotations
 import importlib
 from typing import Callable, Mapping
 
+from . import registry
 from .base import Adapter, ModelUnavailableError, pool, select_device, select_layers  # noqa: F401
 
 
-def _lazy(module: str, cls: str) -> Callable[..., Adapter]:
+def _factory(family: "registry.Family") -> Callable[..., Adapter]:
     def factory(name, spec, model_dir=None, device="auto"):
-        mod = importlib.import_module(f"{__name__}.{module}")
-        return getattr(mod, cls)(name, spec, model_dir=model_dir, device=device)
+        return family.factory()(name, spec, model_dir=model_dir, device=device)
 
-    factory.__qualname__ = f"{module}.{cls}"
+    factory.__qualname__ = family.adapter.replace(":", ".")
     return factory
 
 
-#: family name → factory(name, spec, model_dir, device) -> Adapter
+#: family name → factory(name, spec, model_dir, device) -> Adapter, for every family that embeds.
+#: The declarations themselves (towers, spaces, layers, weights, licence) are
+#: :data:`avprobe.models.registry.FAMILIES`.
 FAMILIES: dict[str, Callable[..., Adapter]] = {
-    "logmel": _lazy("baselines", "LogMelAdapter"),
-    "pixels": _lazy("baselines", "PixelsAdapter"),
-    "hf_audio": _lazy("hf", "HFAudioAdapter"),
-    "whisper_encoder": _lazy("hf", "WhisperEncoderAdapter"),
-    "ast": _lazy("hf", "ASTAdapter"),
-    "clap": _lazy("hf", "CLAPAdapter"),
-    "clip": _lazy("hf", "CLIPAdapter"),
-    "siglip": _lazy("hf", "SigLIPAdapter"),
-    "hf_image": _lazy("hf", "HFImageAdapter"),
-    "hf_text": _lazy("hf", "HFTextAdapter"),
+    name: _factory(fam) for name, fam in registry.FAMILIES.items() if fam.embeds
 }
 
 

@@ -502,3 +502,32 @@ class CLAPAdapter(_TextMixin, HFAdapter):
                 joint, hs = _features(out, lambda: self.model.audio_model(**inputs, output_hidden_states=True))
                 mask = None
             return self._collect(hs, names, mask, how, joint)
+
+
+def reference_joint(adapter: HFAdapter, tower: str, items) -> dict[str, np.ndarray]:
+    """The ``joint`` layer computed with the model's own ``get_*_features``, one item at a time
+    (no padding, no batching): the contract tests' reference for the adapter's shared space."""
+    import torch
+
+    model = adapter.model
+    rows = []
+    for item in adapter._prepare(tower, list(items)):
+        with torch.inference_mode():
+            if tower == "text":
+                kw = {"padding": "max_length", "max_length": adapter._text_max_length(adapter.config.text_config)} \
+                    if adapter.pad_to_max else {}
+                enc = adapter.tokenizer([item], return_tensors="pt", **kw)
+                enc = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+                if not adapter.model_takes_mask:
+                    enc.pop("attention_mask", None)
+                out = model.get_text_features(**enc)
+            elif tower == "image":
+                out = model.get_image_features(**adapter.image_processor(images=item, return_tensors="pt"))
+            else:
+                with numpy_seed(0):
+                    enc = adapter.feature_extractor([item], sampling_rate=adapter.input_sample_rate(),
+                                                    return_tensors="pt")
+                out = model.get_audio_features(input_features=enc["input_features"], is_longer=enc["is_longer"])
+        out = out if torch.is_tensor(out) else out.pooler_output
+        rows.append(out[0].float().cpu().numpy())
+    return {JOINT: np.stack(rows)}
