@@ -3,6 +3,7 @@ rule build_untrained_model:
         config="results/models/{model}/config.json",
     params:
         source=lambda wildcards: local_source(MODELS[wildcards.model]["source"]),
+        family=lambda wildcards: MODELS[wildcards.model]["family"],
         seed=config["seed"],
     log:
         "logs/models/build_{model}.log",

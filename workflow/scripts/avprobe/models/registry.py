@@ -202,6 +202,14 @@ def register(family: Family) -> None:
     FAMILIES[family.name] = family
 
 
+def builder_for(family: str) -> Callable:
+    """The untrained-control builder of a family (transformers' for plugins)."""
+    fam = FAMILIES.get(family)
+    if fam is not None and not fam.builder:
+        raise ValueError(f"family {family!r} has no weights to build ({fam.description})")
+    return _import(fam.builder if fam else "build:build_untrained", "avprobe.models")
+
+
 def is_plugin(family: str) -> bool:
     """A ``"package.module:function"`` entry point rather than a built-in family."""
     return family not in FAMILIES and ":" in family
