@@ -109,8 +109,9 @@ def transcripts(spoken, whisper):
 
 
 def test_transcript_set_is_a_text_set_of_the_spoken_captions():
-    assert ASR_SETS == {"caption_asr": "captions"}
+    assert ASR_SETS == {"caption_asr": "captions", "pseudoword_asr": "pseudowords"}
     assert SET_MODALITY["caption_asr"] == "text" and SET_MODALITY["captions"] == "audio"
+    assert SET_MODALITY["pseudoword_asr"] == "text"
 
 
 def test_transcribe_writes_the_caption_asr_manifest(spoken, whisper, transcripts):
@@ -213,11 +214,19 @@ def _config(asr=None, retrieval_entries=(), extra_models=None):
             "analysis": {"symbolism": [], "retrieval": list(retrieval_entries)}}
 
 
-def test_plan_embeds_transcripts_only_when_asr_is_configured():
-    without = plan.extractions(_config())
-    assert not any(e.set == "caption_asr" for e in without)
-    with_asr = plan.extractions(_config(asr="whisper-untrained"))
+def test_plan_embeds_transcripts_only_when_asr_is_configured_and_read():
+    cascade = {"name": "c", "mode": "cascade", "model": "clip-untrained", "gallery": "scenes"}
+    without = plan.extractions(_config(retrieval_entries=[cascade]))
+    assert not any(e.set in ASR_SETS for e in without)
+    # configured but read by no analysis: nothing is transcribed or embedded
+    assert not any(e.set in ASR_SETS for e in plan.extractions(_config(asr="whisper-untrained")))
+    with_asr = plan.extractions(_config(asr="whisper-untrained", retrieval_entries=[cascade]))
     assert [e.model for e in with_asr if e.set == "caption_asr"] == ["clip-untrained"]
+    assert not any(e.set == "pseudoword_asr" for e in with_asr)
+    config = _config(asr="whisper-untrained")
+    config["analysis"]["symbolism"] = [{"model": "clip-untrained", "words": "pseudoword_asr", "images": "shapes"}]
+    assert [(e.set, e.model) for e in plan.extractions(config) if e.set in ASR_SETS] == [
+        ("pseudoword_asr", "clip-untrained")]
     # a recogniser embeds nothing, not even the audio sets its tower names
     assert not any(e.model == "whisper-untrained" for e in with_asr + without)
     assert plan.asr_model({"models": {}}) is None
@@ -253,8 +262,12 @@ def test_plan_retrieval_queries_default_by_mode():
     # the WER row needs the transcript manifest (reference and hypothesis)
     assert plan.retrieval_manifest_set(["captions", "caption_asr"]) == "caption_asr"
     config = _config("whisper-untrained", [{"name": "f", "mode": "fusion", "model": "av", "gallery": "scenes"}],
-                     {"av": {"family": "mylab.plugin:load", "towers": ["audio", "text", "image"]}})
-    plan.check(config)  # a model with the three towers can fuse speech and transcripts
+                     {"av": {"family": "mylab.plugin:load", "towers": ["audio", "text", "image"],
+                             "spaces": [{"name": "avt", "towers": ["audio", "text", "image"], "layer": "joint"}]}})
+    plan.check(config)  # a model with the three towers in one space can fuse speech and transcripts
+    del config["models"]["av"]["spaces"]
+    with pytest.raises(plan.ConfigError, match="no shared space"):
+        plan.check(config)  # without a declared space its towers are not comparable
 
 
 # ------------------------------------------------------------------------------------------------
@@ -309,7 +322,8 @@ def test_dry_run_without_asr_plans_no_transcripts(tmp_path):
 def test_dry_run_wires_fusion_to_two_query_files(tmp_path):
     override = tmp_path / "fusion.yaml"
     override.write_text(
-        "models:\n  av: {family: 'mylab.plugin:load', kind: baseline, towers: [audio, text, image]}\n"
+        "models:\n  av: {family: 'mylab.plugin:load', kind: baseline, towers: [audio, text, image],\n"
+        "       spaces: [{name: avt, towers: [audio, text, image]}]}\n"
         "analysis:\n  retrieval:\n    - {name: av_fusion, mode: fusion, model: av, gallery: scenes}\n")
     out = dry_run("results/tables/retrieval/av_fusion.parquet", "--configfile", str(override))
     block = rule_block(out, "retrieval", "results/tables/retrieval/av_fusion.parquet")

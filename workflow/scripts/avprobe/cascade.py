@@ -7,12 +7,14 @@ see :data:`avprobe.sets.ASR_SETS`) whose manifest has, per clip:
 | column | |
 | --- | --- |
 | stimulus_id | the spoken clip's id (so the same id as in ``captions`` and ``caption_text``) |
-| image_id | the scene the caption describes |
 | text | the transcript: what a text tower embeds |
 | asr_text | the transcript again: the hypothesis column the retrieval WER row reads |
-| reference_text | the caption that was spoken: the WER reference |
+| reference_text | what was said (a caption's text, or a pseudoword's spelling): the WER reference |
 | asr_model | the ``models`` entry that transcribed it |
-| voice | the voice of the clip, when the spoken set has one |
+| … | the spoken set's label columns: ``image_id`` (captions); ``word``, ``label``, ``voice``, … (pseudowords) |
+
+The same function transcribes the spoken pseudowords into ``pseudoword_asr``: the cascade as a
+model of sound symbolism (speech → recogniser → the text tower of a text–image model).
 
 The manifest's Parquet metadata (key ``avprobe``) records the recogniser's source, resolved
 revision, kind (an *untrained* recogniser's transcripts are a control: noise, WER ≈ 100 %),
@@ -38,8 +40,12 @@ from .runtime import limit_threads
 
 log = logging.getLogger("avprobe")
 
-#: Columns of a transcript manifest, in order (then ``voice`` when the spoken set has it).
-ASR_COLUMNS = ("stimulus_id", "image_id", "text", "asr_text", "reference_text", "asr_model")
+#: Columns of a transcript manifest, in order (then the spoken set's label columns).
+ASR_COLUMNS = ("stimulus_id", "text", "asr_text", "reference_text", "asr_model")
+#: What was said, in order of preference: a caption's text, else a pseudoword's spelling.
+REFERENCE_SOURCES = ("text", "word")
+#: Columns of the spoken manifest that describe the audio file, not the stimulus.
+NOT_CARRIED = ("path", "file", "spoken", "input", "engine", "engine_voice")
 
 
 def transcribe_set(
@@ -59,9 +65,10 @@ def transcribe_set(
 
     limit_threads(threads)
     df = io.read_manifest(manifest_path).reset_index(drop=True)
-    for col in ("path", "image_id", "text"):
-        if col not in df.columns:
-            raise ValueError(f"{manifest_path}: a spoken caption manifest needs a {col!r} column")
+    reference = next((c for c in REFERENCE_SOURCES if c in df.columns), None)
+    if "path" not in df.columns or reference is None:
+        raise ValueError(f"{manifest_path}: a spoken set's manifest needs a 'path' column and what was "
+                         f"said (one of {list(REFERENCE_SOURCES)})")
     asr = WhisperASR(spec, model_dir, device=device, name=model_name)
     limit_threads(threads)  # torch is imported now
     meta = asr.provenance()
@@ -83,14 +90,16 @@ def transcribe_set(
 
     out = pd.DataFrame({
         "stimulus_id": df["stimulus_id"].astype(str),
-        "image_id": df["image_id"].astype(str),
         "text": texts,
         "asr_text": texts,
-        "reference_text": df["text"].astype(str),
+        "reference_text": df[reference].astype(str),
         "asr_model": model_name,
     })
-    if "voice" in df.columns:
-        out["voice"] = df["voice"].to_numpy()
+    # the spoken set's labels travel with its transcripts (image_id for retrieval; word, label,
+    # voice, sharpness, is_reference for sound symbolism), so analyses read them as from any set
+    for col in df.columns:
+        if col not in out.columns and col not in NOT_CARRIED:
+            out[col] = df[col].astype(str).to_numpy() if col == "image_id" else df[col].to_numpy()
     from .analysis.retrieval import word_error_rate
 
     wer = word_error_rate(out["reference_text"], out["asr_text"])

@@ -65,6 +65,10 @@ def check(config: dict) -> None:
                 f"analysis.symbolism: unknown model {name!r}; models are {sorted(models)}"
             )
         symbolism_space(config, entry)
+        if entry["words"] in ASR_SETS and asr_model(config) is None:
+            raise ConfigError(f"analysis.symbolism[{symbolism_name(entry)}]: words {entry['words']!r} are ASR "
+                              "transcripts, so set `asr.model` to a Whisper entry of `models` "
+                              "(e.g. asr: {model: whisper-untrained})")
     check_dense(config)
     check_asr(config)
     for entry in config["analysis"].get("retrieval", []):
@@ -244,13 +248,14 @@ def provenance_inputs(targets, *more) -> list[str]:
 def extractions(config: dict) -> list[Extraction]:
     """Every (set, model) pair whose set's modality is one of the model's towers.
 
-    Speech recognisers (``ASR_FAMILIES``) embed nothing; the transcript sets (``ASR_SETS``)
-    are embedded only when ``asr.model`` is set.
+    Speech recognisers (``ASR_FAMILIES``) embed nothing; a transcript set (``ASR_SETS``) is
+    built and embedded only when ``asr.model`` is set and an analysis reads it
+    (:func:`transcript_sets_used`).
     """
     out = []
-    with_asr = asr_model(config) is not None
+    used = transcript_sets_used(config) if asr_model(config) is not None else set()
     for set_name in STUDY_SETS + tuple(corpus_sets(config)):
-        if set_name in ASR_SETS and not with_asr:
+        if set_name in ASR_SETS and set_name not in used:
             continue
         for model, spec in config["models"].items():
             if spec.get("family") in ASR_FAMILIES:
@@ -258,6 +263,14 @@ def extractions(config: dict) -> list[Extraction]:
             if modality(set_name) in spec["towers"]:
                 out.append(Extraction(set_name, model))
     return out
+
+
+def transcript_sets_used(config: dict) -> set[str]:
+    """The transcript sets some analysis reads: retrieval queries, symbolism words."""
+    analysis = config["analysis"]
+    used = {q for e in analysis.get("retrieval", []) for q in retrieval_queries(e)}
+    used |= {e["words"] for e in analysis.get("symbolism", [])}
+    return used & set(ASR_SETS)
 
 
 # ------------------------------------------------------------------------------ ASR cascade

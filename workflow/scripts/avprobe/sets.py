@@ -11,13 +11,17 @@ SET_MODALITY = {
     "captions": "audio",  # spoken scene captions, 5 per scene image
     "caption_text": "text",  # the same captions as text
     "caption_asr": "text",  # ASR transcripts of the spoken captions (only when `asr` is configured)
+    # ASR transcripts of the spoken pseudowords: the cascade as a model of sound symbolism
+    # (speech → recogniser → text tower, BrewCLIP's pipeline applied to seed 000)
+    "pseudoword_asr": "text",
     "impacts": "audio",  # modal-synthesis impact sounds with physical labels (seed 001)
 }
 
 #: Transcript sets → the spoken set they transcribe (rule ``transcribe``, seed 003's cascade).
-#: They share the spoken set's stimulus ids; ``text`` is the ASR transcript. They are built,
-#: and embedded, only when ``asr.model`` names a speech recogniser (see avprobe.plan).
-ASR_SETS = {"caption_asr": "captions"}
+#: They share the spoken set's stimulus ids and labels; ``text`` is the ASR transcript. They are
+#: built, and embedded, only when ``asr.model`` names a speech recogniser and an analysis reads
+#: them (see avprobe.plan.extractions).
+ASR_SETS = {"caption_asr": "captions", "pseudoword_asr": "pseudowords"}
 
 #: Sets whose rows carry labels that RSA and probes test: sharp/round ``label``, or the impact
 #: sounds' physical labels (IMPACT_LABELS, plus size as a continuous attribute).
