@@ -12,6 +12,21 @@ rule make_pseudowords:
         "../workflow/scripts/make_pseudowords.py"
 
 
+# Text anchors for models whose space joins audio and text but not images (CLAP): adjective
+# prompts, Alper & Averbuch-Elor's anchors. Built only when a symbolism entry scores against them.
+rule make_shape_adjectives:
+    output:
+        manifest=manifest("shape_adjectives"),
+    params:
+        cfg=config["stimuli"]["shape_adjectives"],
+    log:
+        "logs/stimuli/make_shape_adjectives.log",
+    conda:
+        "../envs/stimuli.yaml"
+    script:
+        "../workflow/scripts/make_shape_adjectives.py"
+
+
 rule synthesize_pseudowords:
     input:
         manifest=manifest("pseudoword_text"),

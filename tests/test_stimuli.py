@@ -637,3 +637,18 @@ def test_every_stimulus_file_is_byte_identical_on_a_rerun(tmp_path):
     assert engines == {"espeak", "piper"}
     different = [str(r) for a, b, r in zip(first, second, rel) if sha(a) != sha(b)]
     assert not different, different  # WAVs, PNGs, manifests and QC tables alike
+
+
+def test_shape_adjectives_are_labelled_text_anchors():
+    from avprobe.stimuli.anchors import adjective_manifest
+
+    df = adjective_manifest({"round": ["round", "soft"], "sharp": ["spiky"], "template": "a {adjective} thing"})
+    assert df["text"].tolist() == ["a round thing", "a soft thing", "a spiky thing"]
+    assert df["label"].tolist() == ["round", "round", "sharp"]
+    assert df["stimulus_id"].is_unique
+    with pytest.raises(ValueError, match="sharp: give at least one"):
+        adjective_manifest({"round": ["round"], "sharp": []})
+    with pytest.raises(ValueError, match="listed twice"):
+        adjective_manifest({"round": ["soft"], "sharp": ["soft"]})
+    with pytest.raises(ValueError, match="must contain"):
+        adjective_manifest({"round": ["a"], "sharp": ["b"], "template": "a shape"})

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .models.registry import FAMILIES, Space, is_plugin, spaces_of
-from .sets import ASR_SETS, LABELLED_SETS, SET_MODALITY, corpus_sets, modality
+from .sets import ASR_SETS, LABELLED_SETS, ON_DEMAND_SETS, SET_MODALITY, corpus_sets, modality
 
 #: The sets the default study synthesises; each is embedded by every model with its tower
 #: (the transcript sets of ASR_SETS only when ``asr.model`` is set).
@@ -248,14 +248,14 @@ def provenance_inputs(targets, *more) -> list[str]:
 def extractions(config: dict) -> list[Extraction]:
     """Every (set, model) pair whose set's modality is one of the model's towers.
 
-    Speech recognisers (``ASR_FAMILIES``) embed nothing; a transcript set (``ASR_SETS``) is
-    built and embedded only when ``asr.model`` is set and an analysis reads it
-    (:func:`transcript_sets_used`).
+    Speech recognisers (``ASR_FAMILIES``) embed nothing; a set of ``ON_DEMAND_SETS`` (the
+    transcript sets, which also need ``asr.model``, and the text anchors) is built and embedded
+    only when an analysis reads it (:func:`on_demand_sets_used`).
     """
     out = []
-    used = transcript_sets_used(config) if asr_model(config) is not None else set()
+    used = on_demand_sets_used(config)
     for set_name in STUDY_SETS + tuple(corpus_sets(config)):
-        if set_name in ASR_SETS and set_name not in used:
+        if set_name in ON_DEMAND_SETS and set_name not in used:
             continue
         for model, spec in config["models"].items():
             if spec.get("family") in ASR_FAMILIES:
@@ -265,12 +265,15 @@ def extractions(config: dict) -> list[Extraction]:
     return out
 
 
-def transcript_sets_used(config: dict) -> set[str]:
-    """The transcript sets some analysis reads: retrieval queries, symbolism words."""
+def on_demand_sets_used(config: dict) -> set[str]:
+    """The on-demand sets some analysis reads (retrieval queries, symbolism words and anchors);
+    transcript sets only when ``asr.model`` is set."""
     analysis = config["analysis"]
     used = {q for e in analysis.get("retrieval", []) for q in retrieval_queries(e)}
-    used |= {e["words"] for e in analysis.get("symbolism", [])}
-    return used & set(ASR_SETS)
+    used |= {s for e in analysis.get("symbolism", []) for s in (e["words"], e["images"])}
+    if asr_model(config) is None:
+        used -= set(ASR_SETS)
+    return used & set(ON_DEMAND_SETS)
 
 
 # ------------------------------------------------------------------------------ ASR cascade

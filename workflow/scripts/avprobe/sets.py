@@ -15,6 +15,9 @@ SET_MODALITY = {
     # (speech → recogniser → text tower, BrewCLIP's pipeline applied to seed 000)
     "pseudoword_asr": "text",
     "impacts": "audio",  # modal-synthesis impact sounds with physical labels (seed 001)
+    # adjective prompts labelled round / sharp: text anchors for sound symbolism in an
+    # audio–text space (CLAP), as Alper & Averbuch-Elor's anchors
+    "shape_adjectives": "text",
 }
 
 #: Transcript sets → the spoken set they transcribe (rule ``transcribe``, seed 003's cascade).
@@ -22,6 +25,10 @@ SET_MODALITY = {
 #: built, and embedded, only when ``asr.model`` names a speech recogniser and an analysis reads
 #: them (see avprobe.plan.extractions).
 ASR_SETS = {"caption_asr": "captions", "pseudoword_asr": "pseudowords"}
+
+#: Sets built and embedded only when an analysis reads them (avprobe.plan.on_demand_sets_used):
+#: the transcript sets, and the text anchors.
+ON_DEMAND_SETS = (*ASR_SETS, "shape_adjectives")
 
 #: Sets whose rows carry labels that RSA and probes test: sharp/round ``label``, or the impact
 #: sounds' physical labels (IMPACT_LABELS, plus size as a continuous attribute).
