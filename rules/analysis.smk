@@ -4,6 +4,8 @@ rule symbolism:
     output:
         table="results/tables/symbolism/{name}.parquet",
         scores="results/tables/symbolism/{name}.scores.parquet",
+    wildcard_constraints:
+        name=alternatives(SYMBOLISM),
     params:
         model=lambda wildcards: SYMBOLISM[wildcards.name]["model"],
         words=lambda wildcards: SYMBOLISM[wildcards.name]["words"],
@@ -21,6 +23,26 @@ rule symbolism:
         "../envs/analysis.yaml"
     script:
         "../workflow/scripts/symbolism.py"
+
+
+# Seed 000's speech vs text (vs cascade) comparison: one model's per-word AUC in each form of
+# the words and paired-bootstrap differences (avprobe.analysis.symbolism_forms).
+rule symbolism_forms:
+    input:
+        scores=[f"results/tables/symbolism/{e['name']}.scores.parquet" for e in SYMBOLISM_FORMS],
+    output:
+        table=plan.SYMBOLISM_FORMS_TABLE,
+    params:
+        entries=SYMBOLISM_FORMS,
+        n_bootstrap=config["analysis"]["n_bootstrap"],
+        seed=config["seed"],
+    threads: 1
+    log:
+        "logs/analysis/symbolism_forms.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow/scripts/symbolism_forms.py"
 
 
 rule rsa:
@@ -122,6 +144,7 @@ rule dense_maps:
 rule summary:
     input:
         symbolism=symbolism_tables(),
+        symbolism_forms=symbolism_forms_tables(),
         rsa=rsa_tables(),
         probe=probe_tables(),
         retrieval=retrieval_tables(),

@@ -19,6 +19,8 @@ RETRIEVAL = {e["name"]: plan.retrieval_entry(e) for e in config["analysis"]["ret
 # The shared space each comparison of two towers runs in (avprobe.models.registry declares the
 # spaces): {space, space_layer}, both None for an explicitly unaligned request.
 SYMBOLISM_SPACE = {n: plan.space_params(plan.symbolism_space(config, e)) for n, e in SYMBOLISM.items()}
+# Symbolism entries of one model scored in several forms of the words (speech, text, cascade).
+SYMBOLISM_FORMS = plan.symbolism_forms_entries(config)
 RETRIEVAL_SPACE = {n: plan.space_params(plan.retrieval_space(config, e)) for n, e in RETRIEVAL.items()}
 # Models whose patch features make dense similarity maps (analysis.dense.models).
 DENSE = plan.dense_models(config)
@@ -143,6 +145,10 @@ def symbolism_score_tables(wildcards=None):
     return [f"results/tables/symbolism/{name}.scores.parquet" for name in SYMBOLISM]
 
 
+def symbolism_forms_tables(wildcards=None):
+    return [plan.SYMBOLISM_FORMS_TABLE] if SYMBOLISM_FORMS else []
+
+
 def rsa_tables(wildcards=None):
     return [f"results/tables/rsa/{e.set}/{e.model}.parquet" for e in LABELLED]
 
@@ -177,6 +183,8 @@ if any(plan.rsa_covariate(config, e.set, e.model) for e in LABELLED):
     FIGURES += ["rsa_partial"]
 if SYMBOLISM:
     FIGURES += ["symbolism_auc", "symbolism_scores"]
+if SYMBOLISM_FORMS:
+    FIGURES += ["symbolism_forms"]
 if RETRIEVAL:
     FIGURES += ["retrieval_recall"]
 if DENSE:
@@ -185,7 +193,7 @@ if DENSE:
 
 def all_targets():
     targets = [e.path for e in EXTRACTIONS]
-    targets += symbolism_tables() + rsa_tables() + probe_tables() + retrieval_tables() + dense_tables()
+    targets += symbolism_tables() + symbolism_forms_tables() + rsa_tables() + probe_tables() + retrieval_tables() + dense_tables()
     targets += expand("results/figures/{figure}.pdf", figure=FIGURES)
     targets += ["results/tables/summary.md"]
     targets += [plan.PROVENANCE]

@@ -663,7 +663,7 @@ def test_entry_script_table_figures(tmp_path):
     extra.to_parquet(tmp_path / "ret2.parquet")
     # every table figure goes through the same code path; saving is the slow part, so two
     # figures go all the way to disk and the rest only check the name → function mapping
-    assert set(deps.FIGURES) == {"symbolism_auc", "symbolism_scores", "rsa_layers",
+    assert set(deps.FIGURES) == {"symbolism_auc", "symbolism_scores", "symbolism_forms", "rsa_layers",
                                  "rsa_partial", "probe_layers", "retrieval_recall",
                                  "rdm_heatmaps", "stimulus_montage", "dense_heatmaps"}
     jobs = {
@@ -898,3 +898,23 @@ def test_schema_options_are_the_drawing_functions_keywords():
             getattr(module, "NOT_OPTIONS", ()))
         options = set(spec["properties"])
         assert options == params | set(render.COMMON_OPTIONS), figure
+
+
+def test_symbolism_forms_groups_models_by_architecture_and_draws_differences():
+    from avprobe.figures.symbolism_forms import symbolism_forms
+
+    rows = []
+    for model, arch in (("speechclip", "coordinated"), ("clip", "coordinated")):
+        for form, value in (("speech", 0.7), ("text", 0.6), ("cascade", 0.55)):
+            rows.append(dict(model=model, metric="auc_words", form=form, form_b=None, voice="all", value=value,
+                             ci_low=value - 0.05, ci_high=value + 0.05, architecture=arch, layer="joint"))
+            if form == "speech":
+                rows.append(dict(model=model, metric="auc_words", form=form, form_b=None, voice="v1", value=0.72,
+                                 ci_low=0.6, ci_high=0.8, architecture=arch, layer="joint"))
+        rows.append(dict(model=model, metric="auc_diff", form="speech", form_b="text", voice="all", value=0.1,
+                         ci_low=0.02, ci_high=0.18, architecture=arch, layer="joint"))
+    fig = symbolism_forms(pd.DataFrame(rows), MODELS)
+    assert len(by_gid(fig, "point:")) == 6 and len(by_gid(fig, "voice:")) == 2
+    assert len(by_gid(fig, "diff:")) == 2
+    assert "coordinated" in " ".join(texts(fig))
+    assert "no rows" in " ".join(texts(symbolism_forms(pd.DataFrame(), MODELS)))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .models.registry import FAMILIES, Space, is_plugin, spaces_of
-from .sets import ASR_SETS, LABELLED_SETS, ON_DEMAND_SETS, SET_MODALITY, corpus_sets, modality
+from .sets import ASR_SETS, LABELLED_SETS, ON_DEMAND_SETS, SET_MODALITY, WORD_FORMS, corpus_sets, modality
 
 #: The sets the default study synthesises; each is embedded by every model with its tower
 #: (the transcript sets of ASR_SETS only when ``asr.model`` is set).
@@ -193,6 +193,33 @@ def symbolism_space(config: dict, entry: dict) -> Space | None:
     where = f"analysis.symbolism[{symbolism_name(entry)}]"
     towers = {modality(entry["words"]), modality(entry["images"])}
     return resolve_space(config, entry["model"], towers, where, entry.get("space"), entry.get("unaligned", False))
+
+
+#: The speech-vs-text-vs-cascade table (one per run).
+SYMBOLISM_FORMS_TABLE = "results/tables/symbolism/forms.parquet"
+
+
+def symbolism_forms_entries(config: dict) -> list[dict]:
+    """The symbolism entries the speech-vs-text-vs-cascade comparison reads
+    (:mod:`avprobe.analysis.symbolism_forms`): those of a model, space and anchor set scored in
+    two or more forms of the words. Each: ``name, model, words, images, space, space_layer,
+    architecture, kind``."""
+    rows = []
+    for entry in config["analysis"].get("symbolism", []):
+        space = symbolism_space(config, entry)
+        if space is None or entry["words"] not in WORD_FORMS:
+            continue
+        spec = config["models"][entry["model"]]
+        family = FAMILIES.get(str(spec.get("family")))
+        rows.append({"name": symbolism_name(entry), "model": entry["model"], "words": entry["words"],
+                     "images": entry["images"], **space_params(space),
+                     "architecture": family.architecture if family else spec.get("architecture", "unknown"),
+                     "kind": spec.get("kind", "pretrained")})
+    key = lambda r: (r["model"], r["space"], r["images"])  # noqa: E731
+    counts: dict = {}
+    for r in rows:
+        counts.setdefault(key(r), set()).add(r["words"])
+    return [r for r in rows if len(counts[key(r)]) > 1]
 
 
 def retrieval_space(config: dict, entry: dict) -> Space | None:

@@ -30,6 +30,10 @@ ASR_SETS = {"caption_asr": "captions", "pseudoword_asr": "pseudowords"}
 #: the transcript sets, and the text anchors.
 ON_DEMAND_SETS = (*ASR_SETS, "shape_adjectives")
 
+#: The form in which each words set presents the pseudowords to a model (seed 000's speech vs
+#: text; the cascade hears them through a recogniser, then reads the transcript).
+WORD_FORMS = {"pseudowords": "speech", "pseudoword_text": "text", "pseudoword_asr": "cascade"}
+
 #: Sets whose rows carry labels that RSA and probes test: sharp/round ``label``, or the impact
 #: sounds' physical labels (IMPACT_LABELS, plus size as a continuous attribute).
 LABELLED_SETS = ("pseudowords", "pseudoword_text", "shapes", "impacts")

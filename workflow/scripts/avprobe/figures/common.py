@@ -19,7 +19,7 @@ from . import style
 
 #: Preferred facet orders; values not listed follow, sorted.
 DIRECTION_ORDER = ("geometric", "phonetic")
-FORM_ORDER = ("speech", "text")
+FORM_ORDER = ("speech", "text", "cascade")
 SPLIT_FIRST = ("cv",)
 MODE_ORDER = ("end_to_end", "cascade", "text", "fusion")
 RETRIEVAL_DIRECTION_ORDER = (

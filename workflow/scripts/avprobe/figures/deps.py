@@ -25,6 +25,7 @@ FIGURES = (
     "stimulus_montage",
     "symbolism_auc",
     "symbolism_scores",
+    "symbolism_forms",
     "rsa_layers",
     "rsa_partial",
     "rdm_heatmaps",
