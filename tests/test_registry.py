@@ -115,3 +115,13 @@ def test_prefetch_reads_the_weight_source_of_each_family(tmp_path):
     }
     got = prefetch.pretrained_sources(models)
     assert set(got) == {"hub"} and got["hub"]["weights"] == "transformers"
+
+
+def test_readme_family_table_is_generated_from_the_registry():
+    from avprobe.models.registry import markdown_table
+
+    text = (ROOT / "README.md").read_text()
+    start = text.index("<!-- families:start")
+    body = text[text.index("\n", start) + 1:text.index("<!-- families:end -->")].strip()
+    assert body == markdown_table(), ("README's family table is stale; replace it with the output of "
+                                      "avprobe.models.registry.markdown_table():\n" + markdown_table())

@@ -82,6 +82,7 @@ class Family:
         ``prefetch_models`` fetches them too.
     licence, hub, extra: what a user needs: the licence, example hub ids or files, packages
         beyond ``requirements.txt``.
+    verified: what was checked in this repository's tests (offline, without the hub).
     """
 
     name: str
@@ -104,6 +105,7 @@ class Family:
     licence: str = ""
     hub: tuple[str, ...] = ()
     extra: tuple[str, ...] = field(default_factory=tuple)
+    verified: str = "tiny random weights of the real architecture (contract test)"
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -157,10 +159,10 @@ _DECLARED = [
     Family("logmel", "baselines:LogMelAdapter", ("audio",), "log-mel spectrogram statistics (baseline)",
            named_layers=("mean", "meanstd"), all_named=True, architecture="baseline", weights="none",
            builder="", config_keys=("n_mels", "sample_rate", "n_fft", "hop_length", "fmin", "fmax"),
-           licence="n/a (computed)"),
+           licence="n/a (computed)", verified="known answers (filterbank equals transformers')"),
     Family("pixels", "baselines:PixelsAdapter", ("image",), "downsampled pixels (baseline)",
            named_layers=("grey", "rgb"), all_named=True, architecture="baseline", weights="none",
-           builder="", config_keys=("size",), licence="n/a (computed)"),
+           builder="", config_keys=("size",), licence="n/a (computed)", verified="known answers"),
     Family("hf_audio", "hf:HFAudioAdapter", ("audio",), "HuBERT, wav2vec 2.0, WavLM, data2vec-audio",
            config_keys=("pad_batches",), test_configs=("hubert-tiny", "wav2vec2-tiny"),
            licence="per checkpoint (HuBERT, wav2vec 2.0: Apache-2.0 / MIT)",
@@ -188,11 +190,27 @@ _DECLARED = [
            hub=("facebook/dinov2-small", "google/vit-base-patch16-224-in21k")),
     Family("hf_text", "hf:HFTextAdapter", ("text",), "BERT-like text encoders",
            test_configs=("bert-tiny",), licence="per checkpoint (all-MiniLM-L6-v2: Apache-2.0)",
-           hub=("sentence-transformers/all-MiniLM-L6-v2",)),
+           hub=("sentence-transformers/all-MiniLM-L6-v2",),
+           verified="tiny random weights (contract test); real all-MiniLM-L6-v2 weights from the package index"),
 ]
 
 #: family name → declaration, in declaration order.
 FAMILIES: dict[str, Family] = {f.name: f for f in _DECLARED}
+
+
+def markdown_table() -> str:
+    """The README's table of families (``tests/test_registry.py`` keeps the README equal to it)."""
+    lines = ["| family | towers | shared spaces (layer) | architecture | weights | licence | needs | verified here |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for f in FAMILIES.values():
+        spaces = ", ".join(f"{s.name} ({s.layer})" for s in f.spaces) or "–"
+        weights = {"none": "computed", "transformers": "hub repository", "checkpoint": "checkpoint file"}[f.weights]
+        if f.hub:
+            weights += ": " + ", ".join(f"`{h}`" for h in f.hub)
+        needs = ", ".join(f"`{e}`" for e in f.extra) or "–"
+        lines.append(f"| `{f.name}` ({f.description}) | {', '.join(f.towers)} | {spaces} | {f.architecture} | "
+                     f"{weights} | {f.licence} | {needs} | {f.verified} |")
+    return "\n".join(lines)
 
 
 def register(family: Family) -> None:
