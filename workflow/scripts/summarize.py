@@ -1,6 +1,6 @@
 """Entry: markdown digest of all analysis tables.
 
-Reads snakemake.input.{symbolism,rsa,probe,retrieval,dense} (lists of tables),
+Reads snakemake.input.{symbolism,symbolism_forms,rsa,probe,retrieval,dense} (lists of tables),
 snakemake.input.rejected (the quarantine tables of the extractions),
 snakemake.params.models, snakemake.output.markdown, snakemake.log[0].
 """
@@ -10,7 +10,8 @@ from avprobe.summary import summarize
 
 with job_log(snakemake.log[0]):
     summarize(
-        {key: list(getattr(snakemake.input, key)) for key in ("symbolism", "rsa", "probe", "retrieval", "dense", "rejected")},
+        {key: list(getattr(snakemake.input, key, [])) for key in ("symbolism", "symbolism_forms", "rsa", "probe",
+                                                                  "retrieval", "dense", "rejected")},
         snakemake.params.models,
         snakemake.output.markdown,
     )

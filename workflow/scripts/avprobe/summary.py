@@ -64,6 +64,21 @@ def shared_space_layer(rows: pd.DataFrame) -> str:
     return "joint" if "joint" in set(layers) else layers.iloc[-1]
 
 
+def forms_section(df: pd.DataFrame, models: Mapping[str, dict]) -> list[str]:
+    """Speech vs text vs cascade (avprobe.analysis.symbolism_forms): pooled voices only."""
+    if df.empty:
+        return []
+    df = df[df["voice"].astype(str) == "all"]
+    lines = ["## Speech vs text vs cascade (per-word ROC-AUC in each model's shared space)", "",
+             "AUC over words (each word's score averaged over voices or templates); differences with a "
+             "paired bootstrap CI over words. No p-values here: a difference is read from its CI.", ""]
+    rows = [[_display(models, r["model"]), str(r.get("architecture", "")), str(r["space"]),
+             r["form"] if r["metric"] == "auc_words" else f"{r['form']} − {r['form_b']}",
+             _fmt(r["value"]), _ci(r), str(int(r["n"]))] for _, r in df.iterrows()]
+    return lines + _markdown_table(["model", "architecture", "space", "form", "AUC / difference", "95% CI", "words"],
+                                   rows) + [""]
+
+
 def summarize(
     tables: Mapping[str, Iterable[str]],
     models: Mapping[str, dict],
@@ -94,6 +109,8 @@ def summarize(
         lines += _markdown_table(
             ["model", "form", "direction", "best layer", "AUC", "95% CI", "p", "n"], rows
         ) + [""]
+
+    lines += forms_section(_read(tables.get("symbolism_forms", [])), models)
 
     df = _read(tables.get("rsa", []))
     lines += ["## Layerwise RSA (best layer per model and reference)", ""]
