@@ -1,4 +1,4 @@
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -6,9 +6,8 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-validate(config, "config/schema.yaml")
-
-
+# rules/common.smk validates the config against config/schema.yaml (defaults filled in) and
+# cross-checks it (avprobe.plan) before any job starts.
 include: "rules/common.smk"
 include: "rules/stimuli.smk"
 include: "rules/extract.smk"

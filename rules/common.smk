@@ -8,6 +8,7 @@ from avprobe import plan
 from avprobe.sets import ASR_SETS, CORPUS_SET_MODALITY, SET_MODALITY
 from avprobe.stimuli.corpora import check_corpus_config
 
+plan.validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
 plan.check(config)
 check_corpus_config(config)
 

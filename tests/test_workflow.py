@@ -74,6 +74,13 @@ def test_paper_config_plans_pretrained_models_behind_prefetch():
         ("analysis: {rsa: {covariate_model: spectrogram}}", "covariate_model: unknown model 'spectrogram'"),
         ("analysis: {dense: {models: [hubert-untrained]}}", "no patch features"),
         ("analysis: {dense: {models: [clip-untrained], min_coverage: 2}}", "min_coverage"),
+        ("models: {hubert-untrained: {family: hf_audoi}}", "'hf_audoi' is not allowed (did you mean 'hf_audio'?)"),
+        ("models: {hubert-untrained: {n_mels: 64}}", "unknown key 'n_mels'"),
+        ("analysis: {symbolism: [{model: hubert-untrained, words: pseudowords, images: shapes}]}",
+         "has towers ['audio'] but this needs ['audio', 'image']"),
+        ("models: {clap-untrained: {family: clap, kind: untrained, source: resources/model_configs/clap-tiny, "
+         "towers: [audio, text]}}\nanalysis: {symbolism: [{model: clap-untrained, words: pseudowords, "
+         "images: shapes}]}", "has towers ['audio', 'text'] but this needs"),
     ],
 )
 def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, override, expected):

@@ -49,6 +49,51 @@ class Extraction:
         return f"results/embeddings/{self.set}/{self.model}.parquet"
 
 
+def validate_config(config: dict, schema_path: str | Path) -> None:
+    """Validate ``config`` against the JSON schema, filling its defaults (Snakemake's validator).
+
+    A violation raises one ConfigError line: where in the config, what is wrong and, for a
+    misspelled name (a family, a key, an enum value), the closest valid one — instead of the
+    validator's dump of the schema.
+    """
+    from snakemake.utils import validate
+
+    try:
+        validate(config, str(schema_path))
+    except Exception as err:
+        message = _schema_message(config, schema_path)
+        if message is None:
+            raise
+        raise ConfigError(message) from None
+
+
+def _schema_message(config: dict, schema_path: str | Path) -> str | None:
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is None:
+        return None
+    where = ".".join(str(p) for p in error.absolute_path) or "config"
+    allowed: list = []
+    for sub in [error.schema, *error.schema.get("anyOf", []), *error.schema.get("oneOf", [])]:
+        allowed += [v for v in sub.get("enum", []) if isinstance(v, str)]
+    if error.validator == "additionalProperties":
+        extra = [k for k in error.instance if k not in error.schema.get("properties", {})]
+        known = sorted(error.schema.get("properties", {}))
+        close = difflib.get_close_matches(str(extra[0]), known, n=1) if extra else []
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"config {where}: unknown key {extra[0]!r}{hint}; allowed keys: {known}"
+    if allowed and isinstance(error.instance, str):
+        close = difflib.get_close_matches(error.instance, allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        plugin = " or a plugin 'package.module:function'" if where.endswith(".family") else ""
+        return f"config {where}: {error.instance!r} is not allowed{hint}; allowed: {allowed}{plugin}"
+    return f"config {where}: {error.message}"
+
+
 def check(config: dict) -> None:
     """Cross-field checks the JSON schema cannot express; raise one clear error."""
     models = config["models"]
@@ -111,7 +156,11 @@ def check_model_keys(name: str, spec: dict, allowed) -> None:
     family = str(spec.get("family", ""))
     if allowed is None or family not in FAMILIES:  # plugins take their own keys
         return
-    known = set(allowed) | set(FAMILIES[family].config_keys)
+    # keys some family declares as its own are allowed only for that family (n_mels is a log-mel
+    # setting, not a HuBERT one), even though the schema lists them for every entry
+    family_only = {k for f in FAMILIES.values() for k in f.config_keys}
+    # a built-in family's spaces are declared in the registry, not in the config
+    known = (set(allowed) - family_only - {"spaces"}) | set(FAMILIES[family].config_keys)
     for key in spec:
         if key not in known:
             close = difflib.get_close_matches(str(key), sorted(known), n=1)
