@@ -23,6 +23,7 @@ import pytest
 from avprobe import io, plan
 from avprobe.analysis import retrieval
 from avprobe.sets import ASR_SETS, SET_MODALITY
+from workflow_cli import clean_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "resources" / "model_configs"
@@ -276,7 +277,7 @@ def test_plan_retrieval_queries_default_by_mode():
 
 
 def dry_run(*args: str) -> str:
-    proc = subprocess.run([SNAKEMAKE, "-n", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+    proc = subprocess.run([SNAKEMAKE, "-n", *args], cwd=clean_workflow(), capture_output=True, text=True, timeout=600,
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout

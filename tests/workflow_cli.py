@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -13,10 +15,19 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 WORKFLOW_PARTS = ("Snakefile", "rules", "workflow", "config", "config.yaml", "envs", "profiles", "resources")
 
 
+@functools.lru_cache(maxsize=None)
+def clean_workflow() -> Path:
+    """A scratch copy of the workflow with no results, no logs and no .snakemake, made once per
+    test process: tests never depend on (or lock) what the user's own runs left in the checkout."""
+    return copy_workflow(Path(tempfile.mkdtemp(prefix="avprobe-clean-")) / "workflow")
+
+
 def run_snakemake(
-    *args: str, cwd: Path = ROOT, check: bool = True, timeout: int = 1500
+    *args: str, cwd: Path | None = None, check: bool = True, timeout: int = 1500
 ) -> subprocess.CompletedProcess:
-    """Run snakemake with no hub access; on failure show its output in the assertion."""
+    """Run snakemake with no hub access (in :func:`clean_workflow` unless ``cwd`` is given); on
+    failure show its output in the assertion."""
+    cwd = clean_workflow() if cwd is None else cwd
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.run(
         [SNAKEMAKE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
