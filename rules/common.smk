@@ -10,6 +10,7 @@ from avprobe.stimuli.corpora import check_corpus_config
 
 plan.validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
 plan.check(config)
+plan.check_sources(config, workflow.basedir)
 check_corpus_config(config)
 
 MODELS = config["models"]

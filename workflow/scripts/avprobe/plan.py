@@ -49,6 +49,31 @@ class Extraction:
         return f"results/embeddings/{self.set}/{self.model}.parquet"
 
 
+def check_sources(config: dict, basedir: str | Path) -> None:
+    """Model sources that can be checked before any job: an untrained control's architecture
+    folder must exist (with ``config.json``, relative paths taken from the workflow folder), and a
+    pretrained ``source`` written as a path (``/…``, ``./…``, ``../…``, ``~…``) must exist — a hub id
+    is ``owner/name``, never a path."""
+    for name, spec in config["models"].items():
+        source = spec.get("source")
+        if not source:
+            continue
+        path = Path(source).expanduser()
+        path = path if path.is_absolute() else Path(basedir) / path
+        kind = spec.get("kind", "pretrained")
+        if kind == "untrained":
+            family = FAMILIES.get(str(spec.get("family")))
+            marker = "config.json"
+            if not (path / marker).is_file():
+                raise ConfigError(
+                    f"models.{name}.source: {source!r} is not an architecture config folder (no {path / marker}); "
+                    "an untrained control is built from such a folder, e.g. resources/model_configs/"
+                    f"{(family.test_configs or ('<config>',))[0] if family else '<config>'}")
+        elif kind == "pretrained" and str(source).startswith(("/", "./", "../", "~")) and not path.exists():
+            raise ConfigError(f"models.{name}.source: the local path {source!r} does not exist; give an existing "
+                              "folder (or file), or a hub id such as 'facebook/hubert-base-ls960'")
+
+
 def validate_config(config: dict, schema_path: str | Path) -> None:
     """Validate ``config`` against the JSON schema, filling its defaults (Snakemake's validator).
 
