@@ -1,4 +1,5 @@
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -7,6 +8,15 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 from avprobe import plan
 from avprobe.sets import ASR_SETS, CORPUS_SET_MODALITY, SET_MODALITY
 from avprobe.stimuli.corpora import check_corpus_config
+
+if any("conda" in str(m).lower() for m in workflow.deployment_settings.deployment_method) and not any(
+    shutil.which(tool) for tool in ("conda", "mamba", "micromamba")
+):
+    raise WorkflowError(
+        "--use-conda was given but no conda, mamba or micromamba is on PATH. Install one (the envs are "
+        "envs/*.yaml), or use the pip route without --use-conda: python3 -m venv .venv && "
+        ".venv/bin/pip install -r requirements.txt && .venv/bin/snakemake --cores 2 (README, Quick start)"
+    )
 
 plan.validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
 plan.check(config)

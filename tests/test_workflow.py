@@ -224,3 +224,12 @@ def test_a_configured_corpus_joins_the_plan_and_a_broken_one_fails_at_parse(tmp_
     proc = run_snakemake("-n", "--configfile", str(broken), check=False)
     assert proc.returncode != 0
     assert "stimuli.corpora.flickr8k.captions_file" in proc.stdout + proc.stderr
+
+
+@pytest.mark.skipif(any(shutil.which(t) for t in ("conda", "mamba", "micromamba")), reason="conda is installed here")
+def test_use_conda_without_conda_points_to_the_pip_route():
+    proc = run_snakemake("-n", "--use-conda", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "--use-conda was given but no conda, mamba or micromamba is on PATH" in out
+    assert "pip install -r requirements.txt" in out and "Job stats" not in out
