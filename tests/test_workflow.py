@@ -216,8 +216,14 @@ def test_a_configured_corpus_joins_the_plan_and_a_broken_one_fails_at_parse(tmp_
     rules = planned_rules(out)
     assert "import_corpus" in rules
     assert "results/embeddings/flickr8k_images/clip-untrained.parquet" in out
-    assert "results/embeddings/flickr8k_captions/hubert-untrained.parquet" in out
+    # no analysis reads the spoken captions: not embedded unless a model entry asks for them
+    assert "results/embeddings/flickr8k_captions/hubert-untrained.parquet" not in out
     assert "results/tables/retrieval/flickr_text.parquet" in out
+    asked = yaml.safe_load(good.read_text())
+    asked["models"] = {"hubert-untrained": {"sets": ["flickr8k_captions"]}}
+    good.write_text(yaml.safe_dump(asked))
+    assert "results/embeddings/flickr8k_captions/hubert-untrained.parquet" in run_snakemake(
+        "-n", "--configfile", str(good)).stdout
 
     broken = tmp_path / "broken.yaml"
     broken.write_text(yaml.safe_dump({"stimuli": {"corpora": {"flickr8k": {**corpus, "captions_file": "/nope.txt"}}}}))

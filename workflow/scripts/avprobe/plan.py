@@ -159,6 +159,13 @@ def check(config: dict) -> None:
     for name, spec in models.items():
         check_model_keys(name, spec, allowed)
         check_layer_selectors(name, spec)
+        for set_name in spec.get("sets") or []:
+            if set_name not in STUDY_SETS + tuple(corpus_sets(config)):
+                raise ConfigError(f"models.{name}.sets: {set_name!r} is not a set of this study; sets are "
+                                  f"{list(STUDY_SETS + tuple(corpus_sets(config)))}")
+            if modality(set_name) not in spec["towers"]:
+                raise ConfigError(f"models.{name}.sets: {set_name!r} is {modality(set_name)}, but the model's "
+                                  f"towers are {spec['towers']}")
 
 
 # ------------------------------------------------------------------------------ model entries
@@ -347,23 +354,32 @@ def provenance_inputs(targets, *more) -> list[str]:
 
 
 def extractions(config: dict) -> list[Extraction]:
-    """Every (set, model) pair whose set's modality is one of the model's towers.
+    """The (set, model) pairs some analysis reads, in set order then model order.
 
-    Speech recognisers (``ASR_FAMILIES``) embed nothing; a set of ``ON_DEMAND_SETS`` (the
-    transcript sets, which also need ``asr.model``, and the text anchors) is built and embedded
-    only when an analysis reads it (:func:`on_demand_sets_used`).
+    * RSA and probes: every labelled set (``LABELLED_SETS``) with every model that has its tower;
+    * sound symbolism: each entry's words and anchors with its model;
+    * retrieval: each entry's queries and gallery with its model;
+    * ``models.<m>.sets``: further sets a user asks that model to embed.
+
+    Speech recognisers (``ASR_FAMILIES``) embed nothing; a set of ``ON_DEMAND_SETS`` (transcripts,
+    which also need ``asr.model``; text anchors) exists only when an analysis reads it. Any other
+    pair can still be asked for as a target, ``results/embeddings/<set>/<model>.parquet``.
     """
-    out = []
-    used = on_demand_sets_used(config)
-    for set_name in STUDY_SETS + tuple(corpus_sets(config)):
-        if set_name in ON_DEMAND_SETS and set_name not in used:
+    models = config["models"]
+    analysis = config["analysis"]
+    sets = [s for s in STUDY_SETS + tuple(corpus_sets(config))
+            if s not in ON_DEMAND_SETS or s in on_demand_sets_used(config)]
+    wanted: set[tuple[str, str]] = set()
+    for model, spec in models.items():
+        if spec.get("family") in ASR_FAMILIES:
             continue
-        for model, spec in config["models"].items():
-            if spec.get("family") in ASR_FAMILIES:
-                continue
-            if modality(set_name) in spec["towers"]:
-                out.append(Extraction(set_name, model))
-    return out
+        wanted |= {(s, model) for s in sets if s in LABELLED_SETS and modality(s) in spec["towers"]}
+        wanted |= {(s, model) for s in spec.get("sets") or []}
+    for entry in analysis.get("symbolism", []):
+        wanted |= {(entry["words"], entry["model"]), (entry["images"], entry["model"])}
+    for entry in analysis.get("retrieval", []):
+        wanted |= {(q, entry["model"]) for q in retrieval_queries(entry)} | {(entry["gallery"], entry["model"])}
+    return [Extraction(s, m) for s in sets for m in models if (s, m) in wanted]
 
 
 def on_demand_sets_used(config: dict) -> set[str]:
