@@ -191,6 +191,13 @@ class Settings:
         self.sources["checkpoint_config"] = True
 
 
+def _large_like(hubert_config) -> bool:
+    """fairseq's HuBERT large/xlarge (layer-normed feature encoder, pre-norm layers) were trained
+    on normalised waveforms, base (group norm) on raw ones; SpeechCLIP large also normalised the
+    layers before its weighted sum. Used where the checkpoint's own config does not say."""
+    return getattr(hubert_config, "feat_extract_norm", "group") == "layer"
+
+
 def _get(obj, key):
     if isinstance(obj, Mapping):
         return obj.get(key)
@@ -542,7 +549,7 @@ class SpeechCLIPAdapter(Adapter):
             raise CheckpointLayoutError(f"model {name!r}: variant {wanted!r} was asked for but {self.checkpoint_path} "
                                         f"holds a {variant} SpeechCLIP")
         width = int(self.hubert_config.hidden_size)
-        settings = Settings.defaults(variant, large=width >= 1024)
+        settings = Settings.defaults(variant, large=_large_like(self.hubert_config))
         settings.update_from_original(original)
         for key in ("normalize_waveform", "normalize_hiddenstates"):
             if key in local_cfg:
@@ -800,7 +807,7 @@ def build_untrained(config_dir, out_dir, seed: int) -> Path:
         ids = cfg.get("vocabulary") or list(range(table.shape[0]))
         reduced = table[torch.tensor(ids)].clone()
         original = cfg.get("original_config") or {}
-        s = Settings.defaults(variant, large=False)
+        s = Settings.defaults(variant, large=_large_like(hubert.config))
         s.update_from_original(original)
         for key in ("normalize_waveform", "normalize_hiddenstates"):
             if key in cfg:
