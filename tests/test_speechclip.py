@@ -21,7 +21,6 @@ import shutil
 import sys
 import types
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,7 +44,8 @@ from model_inputs import CONFIGS, clips, images  # noqa: E402
 
 TOL = 1e-5
 
-PARALLEL_KEYS = [  # KW_ParallelBranch: cls, self_att (TransformerEncoder → .model = nn.TransformerEncoder), linear_proj
+# KW_ParallelBranch: cls, self_att (TransformerEncoder → .model = nn.TransformerEncoder), linear_proj
+PARALLEL_KEYS = [
     "audio_encoder.weightedsum_layer.weights",
     "parallel_branch.cls",
     "parallel_branch.self_att.model.layers.0.self_attn.in_proj_weight",
@@ -65,7 +65,8 @@ PARALLEL_KEYS = [  # KW_ParallelBranch: cls, self_att (TransformerEncoder → .m
     "parallel_branch.linear_proj.weight",
     "parallel_branch.linear_proj.bias",
 ]
-CASCADED_KEYS = [  # KW_CascadedBranch: cls, self_att (MultiheadAttentionAndNorm), linear_proj, bn_layer, vector_quantizer
+# KW_CascadedBranch: cls, self_att (MultiheadAttentionAndNorm), linear_proj, bn_layer, vector_quantizer
+CASCADED_KEYS = [
     "audio_encoder.weightedsum_layer.weights",
     "cascaded_branch.cls",
     "cascaded_branch.self_att.multihead_attn_layer.in_proj_weight",
@@ -287,7 +288,8 @@ def _attention(x, prefix, state, heads):
     q, k, v = (x @ state[prefix + "in_proj_weight"].T + state[prefix + "in_proj_bias"]).split(d, -1)
     split = lambda t: t.reshape(len(x), heads, d // heads).transpose(0, 1)  # noqa: E731
     att = torch.softmax(split(q) @ split(k).transpose(1, 2) / (d // heads) ** 0.5, -1) @ split(v)
-    return att.transpose(0, 1).reshape(len(x), d) @ state[prefix + "out_proj.weight"].T + state[prefix + "out_proj.bias"]
+    att = att.transpose(0, 1).reshape(len(x), d)
+    return att @ state[prefix + "out_proj.weight"].T + state[prefix + "out_proj.bias"]
 
 
 def test_parallel_speech_embedding_equals_a_hand_written_forward(built):
@@ -298,7 +300,8 @@ def test_parallel_speech_embedding_equals_a_hand_written_forward(built):
     p = "parallel_branch.self_att.model."
     x = torch.cat([state["parallel_branch.cls"][0], feats])  # (1 + T, D)
     layer = p + "layers.0."
-    x = _ln(x + _attention(x, layer + "self_attn.", state, heads=4), state[layer + "norm1.weight"], state[layer + "norm1.bias"])
+    x = _ln(x + _attention(x, layer + "self_attn.", state, heads=4),
+            state[layer + "norm1.weight"], state[layer + "norm1.bias"])
     ff = torch.nn.functional.gelu(x @ state[layer + "linear1.weight"].T + state[layer + "linear1.bias"])
     x = _ln(x + ff @ state[layer + "linear2.weight"].T + state[layer + "linear2.bias"],
             state[layer + "norm2.weight"], state[layer + "norm2.bias"])
@@ -384,7 +387,8 @@ def test_prefetch_fetches_the_file_and_the_named_companions():
     models = {"sc-large": {"family": "speechclip", "kind": "pretrained",
                            "source": "hf://speechclip/models/large/flickr/parallel/x.ckpt",
                            "hubert": "facebook/hubert-large-ll60k", "clip": "openai/clip-vit-large-patch14"},
-              "sc-base": {"family": "speechclip", "kind": "pretrained", "source": f"hf://speechclip/models/{HUB_FILE}"}}
+              "sc-base": {"family": "speechclip", "kind": "pretrained",
+                          "source": f"hf://speechclip/models/{HUB_FILE}"}}
     got = prefetch.pretrained_sources(models)
     assert got["sc-large"]["weights"] == "checkpoint"
     assert got["sc-large"]["companions"] == {"hubert": "facebook/hubert-large-ll60k",

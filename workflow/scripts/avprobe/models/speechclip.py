@@ -252,7 +252,8 @@ def read_checkpoint(path) -> tuple[dict, dict | None]:
     try:
         names = get_unsafe_globals_in_checkpoint(path)
     except Exception as err:  # not a zip-format torch file
-        raise CheckpointLayoutError(f"{path}: not a PyTorch (zip) checkpoint file ({type(err).__name__}: {err})") from err
+        raise CheckpointLayoutError(
+            f"{path}: not a PyTorch (zip) checkpoint file ({type(err).__name__}: {err})") from err
     stubs = [(type(n.rsplit(".", 1)[-1], (_Stub,), {}), n) for n in names]
     with safe_globals(stubs):
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -294,7 +295,8 @@ SKIPPED_PREFIXES = ("audio_encoder.encoder.", "clip.model.", "cascaded_branch.cl
 FROZEN_CHECKS = {
     "clip.model.text_projection": ("clip", "text_projection.weight", True),
     "clip.model.visual.proj": ("clip", "visual_projection.weight", True),
-    "audio_encoder.encoder.encoder.layers.0.fc1.weight": ("hubert", "encoder.layers.0.feed_forward.intermediate_dense.weight", False),
+    "audio_encoder.encoder.encoder.layers.0.fc1.weight":
+        ("hubert", "encoder.layers.0.feed_forward.intermediate_dense.weight", False),
 }
 
 
@@ -324,8 +326,9 @@ def original_key(ours: str, variant: str) -> str:
 def infer_variant(state: Mapping) -> str:
     has = {v for v in VARIANTS if f"{v}_branch.cls" in state}
     if len(has) != 1:
-        raise CheckpointLayoutError("cannot tell the SpeechCLIP variant from the checkpoint: expected exactly one "
-                                    f"of 'parallel_branch.cls' / 'cascaded_branch.cls', found {sorted(has) or 'none'}")
+        raise CheckpointLayoutError("cannot tell the SpeechCLIP variant from the checkpoint: expected exactly "
+                                    "one of 'parallel_branch.cls' / 'cascaded_branch.cls', found "
+                                    f"{sorted(has) or 'none'}")
     return has.pop()
 
 
@@ -355,7 +358,8 @@ def _modules():
             if s.variant == "parallel":
                 self.cls = nn.Parameter(torch.randn(1, 1, width))
                 layer = nn.TransformerEncoderLayer(width, s.nhead, ff, dropout=0.1, activation=s.activation,
-                                                   layer_norm_eps=s.layer_norm_eps, batch_first=True, norm_first=False)
+                                                   layer_norm_eps=s.layer_norm_eps, batch_first=True,
+                                                   norm_first=False)
                 self.encoder = nn.TransformerEncoder(layer, s.n_layers, nn.LayerNorm(width, eps=1e-5),
                                                      enable_nested_tensor=False)
                 self.proj = nn.Linear(width, out_dim)
@@ -493,7 +497,6 @@ class SpeechCLIPAdapter(Adapter):
     natural_towers = ("audio", "text", "image")
 
     def __init__(self, name: str, spec: Mapping, model_dir=None, device: str = "auto") -> None:
-        import torch
         import transformers
 
         from . import checkpoints
@@ -524,7 +527,9 @@ class SpeechCLIPAdapter(Adapter):
             hubert_src = str(spec.get("hubert") or DEFAULT_HUBERT)
             clip_src = str(spec.get("clip") or DEFAULT_CLIP)
             revision = spec.get("revision")
-        # dtype: float32 only; the branch is small and the contract wants float32 outputs.
+        # float32 only: the argmax of the cascaded quantizer should not flip with the precision.
+        if str(spec.get("dtype") or "float32") not in ("float32", "fp32"):
+            log.warning("model %s: SpeechCLIP runs in float32 (dtype %s ignored)", name, spec.get("dtype"))
         super().__init__(name, spec, kind=kind, device=dev, dtype="float32",
                          source=str(spec.get("source") or model_dir), revision=revision)
         self.checkpoint_path = Path(ckpt_path)
@@ -546,8 +551,8 @@ class SpeechCLIPAdapter(Adapter):
         variant = infer_variant(state)
         wanted = spec.get("variant") or local_cfg.get("variant")
         if wanted and wanted != variant:
-            raise CheckpointLayoutError(f"model {name!r}: variant {wanted!r} was asked for but {self.checkpoint_path} "
-                                        f"holds a {variant} SpeechCLIP")
+            raise CheckpointLayoutError(f"model {name!r}: variant {wanted!r} was asked for but "
+                                        f"{self.checkpoint_path} holds a {variant} SpeechCLIP")
         width = int(self.hubert_config.hidden_size)
         settings = Settings.defaults(variant, large=_large_like(self.hubert_config))
         settings.update_from_original(original)
@@ -726,9 +731,9 @@ def check_frozen(state: Mapping, models: Mapping, name: str) -> dict:
         ref = state[key].float()
         ref = ref.T if transpose else ref
         if tuple(ref.shape) != tuple(mine.shape):
-            raise CheckpointLayoutError(f"model {name!r}: the checkpoint's frozen {key!r} has shape {tuple(ref.shape)}, "
-                                        f"the companion {which}'s {theirs!r} {tuple(mine.shape)}: wrong companion; "
-                                        f"{LARGE_HINT}")
+            raise CheckpointLayoutError(f"model {name!r}: the checkpoint's frozen {key!r} has shape "
+                                        f"{tuple(ref.shape)}, the companion {which}'s {theirs!r} "
+                                        f"{tuple(mine.shape)}: wrong companion; {LARGE_HINT}")
         diff = float((ref - mine.detach().float().cpu()).abs().max())
         scale = max(1.0, float(ref.abs().max()))
         if diff > 1e-3 * scale:
@@ -838,7 +843,8 @@ def build_untrained(config_dir, out_dir, seed: int) -> Path:
         torch.save({"epoch": 0, "global_step": 0, "pytorch-lightning_version": "untrained (avprobe)",
                     "state_dict": state, "hyper_parameters": hparams}, tmp / CHECKPOINT_FILE)
         marker = {
-            "kind": "untrained", "source": str(config_dir), "seed": int(seed), "architecture": f"SpeechCLIP-{variant}",
+            "kind": "untrained", "source": str(config_dir), "seed": int(seed),
+            "architecture": f"SpeechCLIP-{variant}",
             "n_parameters": int(sum(p.numel() for p in branch.parameters())),
             "checkpoint_sha256": _sha256(tmp / CHECKPOINT_FILE),
             "config_sha256": hashlib.sha256((config_dir / "config.json").read_bytes()).hexdigest(),
