@@ -224,7 +224,7 @@ def _plain(obj):
     """Stubs and containers → plain dicts/lists (``OrderedNamespace`` keeps its fields in
     ``_odict``)."""
     if isinstance(obj, _Stub):
-        state = obj._state
+        state = getattr(obj, "_state", None)  # unset when the pickle built it without state
         if isinstance(state, Mapping) and "_odict" in state:
             return _plain(state["_odict"])
         if isinstance(state, Mapping):
@@ -256,7 +256,8 @@ def read_checkpoint(path) -> tuple[dict, dict | None]:
             f"{path}: not a PyTorch (zip) checkpoint file ({type(err).__name__}: {err})") from err
     stubs = [(type(n.rsplit(".", 1)[-1], (_Stub,), {}), n) for n in names]
     with safe_globals(stubs):
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        # mmap: the frozen HuBERT and CLIP in the file (GBs for large) are paged in only if read
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
         raise CheckpointLayoutError(f"{path}: no 'state_dict' in the file; a SpeechCLIP checkpoint is a "
                                     "PyTorch Lightning .ckpt (see hf://speechclip/models)")
@@ -289,8 +290,11 @@ REMAP: dict[str, list[tuple[str, str]]] = {
         ("clip.model.token_embedding.weight", "codebook"),
     ],
 }
-#: Frozen copies (loaded from the companion repositories instead) and training-only state.
-SKIPPED_PREFIXES = ("audio_encoder.encoder.", "clip.model.", "cascaded_branch.clip.model.", "criterion.")
+#: Frozen copies (loaded from the companion repositories instead) and training-only state: the
+#: fairseq HuBERT, everything of the original's ``ClipModel`` (``clip.model.*``, and
+#: ``clip.original_text_emb_weight``: the full token table it keeps as a registered parameter
+#: after swapping in the reduced one), its alias under the cascaded branch, the loss's state.
+SKIPPED_PREFIXES = ("audio_encoder.encoder.", "clip.", "cascaded_branch.clip.", "criterion.")
 #: Frozen tensors compared with the companions: original key → (companion, its key, transpose).
 FROZEN_CHECKS = {
     "clip.model.text_projection": ("clip", "text_projection.weight", True),
@@ -784,7 +788,8 @@ def build_untrained(config_dir, out_dir, seed: int) -> Path:
     original initialises it (CLS ~ N(0, 1), torch's default layers, layer weights 0, keyword
     BatchNorm scale/shift = the token table's std/mean), and saved in the original Lightning
     ``state_dict`` layout together with a few frozen tensors (the reduced token table, CLIP's
-    projections, one HuBERT weight) that the adapter checks against the companions. Files: the
+    projections, one HuBERT weight, the full token table the original keeps beside the reduced
+    one) that the adapter skips or checks against the companions. Files: the
     tiny ``hubert/`` and ``clip/`` folders, ``speechclip.ckpt``, ``avprobe_build.json`` (kind
     untrained), and ``config.json`` last.
     """
@@ -828,8 +833,10 @@ def build_untrained(config_dir, out_dir, seed: int) -> Path:
         state = OrderedDict((original_key(k, variant), v.detach().clone()) for k, v in branch.state_dict().items())
         # frozen parts the real file also holds (a sample; the adapter loads them from companions)
         state["clip.model.token_embedding.weight"] = reduced
+        state["clip.original_text_emb_weight"] = table.clone()
         if variant == "cascaded":
             state["cascaded_branch.clip.model.token_embedding.weight"] = reduced.clone()
+            state["cascaded_branch.clip.original_text_emb_weight"] = table.clone()
         state["clip.model.text_projection"] = clip.text_projection.weight.detach().T.contiguous()
         state["clip.model.visual.proj"] = clip.visual_projection.weight.detach().T.contiguous()
         state["audio_encoder.encoder.encoder.layers.0.fc1.weight"] = \
