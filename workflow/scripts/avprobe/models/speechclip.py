@@ -766,14 +766,14 @@ def reference_joint(adapter: SpeechCLIPAdapter, tower: str, items) -> dict[str, 
         return clip_reference(adapter.clip, tower, items)
     rows = []
     for wave in adapter._prepare(tower, list(items)):
-        t = torch.from_numpy(wave)[None]
+        t = torch.from_numpy(wave)[None].to(adapter.device)
         if adapter.settings.normalize_waveform:
             t = torch.nn.functional.layer_norm(t, t.shape[1:])
         with torch.inference_mode():
             hs = adapter.hubert(t, output_hidden_states=True).hidden_states
-            mask = torch.ones(1, hs[0].shape[1], dtype=torch.bool)
+            mask = torch.ones(1, hs[0].shape[1], dtype=torch.bool, device=adapter.device)
             branch = adapter.branch(adapter.branch.layer_sum(hs), mask)
-            rows.append(adapter.speech_joint(branch)[0].float().numpy())
+            rows.append(adapter.speech_joint(branch)[0].float().cpu().numpy())
     return {JOINT: np.stack(rows)}
 
 
