@@ -202,6 +202,82 @@ def main() -> None:
                         pad_token_id=0)
     save(cfg, out)
 
+    speechclip_tiny()
+
+
+def speechclip_tiny() -> None:
+    """SpeechCLIP controls (avprobe/models/speechclip.py): a SpeechCLIP config.json (the original
+    YAML's nested layout under ``original_config``) with its tiny ``hubert/`` and ``clip/``
+    folders. parallel pairs a base-like HuBERT (group-norm feature encoder, post-norm) with the
+    base settings; cascaded a large-like one (layer-norm, pre-norm, normalised waveform and
+    layers). CLIP's text width equals its joint width, as in ViT-B/32 and ViT-L/14, because the
+    parallel branch projects to the token-embedding width (the original's ``subword_embd_dim``)."""
+    import transformers as tf
+
+    for variant, norm in (("parallel", "group"), ("cascaded", "layer")):
+        out = HERE / f"speechclip-tiny-{variant}"
+        hub = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                   conv_dim=(16, 16, 16, 16), conv_kernel=(10, 8, 4, 4), conv_stride=(5, 4, 4, 4),
+                   num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, vocab_size=32,
+                   mask_time_prob=0.0, layerdrop=0.0, feat_extract_norm=norm,
+                   do_stable_layer_norm=norm == "layer", conv_bias=norm == "layer")
+        fe = tf.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SR, padding_value=0.0,
+                                         do_normalize=norm == "layer", return_attention_mask=norm == "layer")
+        save(tf.HubertConfig(**hub), out / "hubert", fe)
+        clip_dir = out / "clip"
+        clip_dir.mkdir(parents=True, exist_ok=True)
+        vocab = char_tokenizer(clip_dir, ["<|startoftext|>", "<|endoftext|>", "<|pad|>", "<|unk|>"],
+                               ("<|startoftext|>", "<|endoftext|>"), pad="<|pad|>", unk="<|unk|>",
+                               model_max_length=77,
+                               extra={"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>"})
+        cfg = tf.CLIPConfig(
+            text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
+                             num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
+                             bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
+                             pad_token_id=vocab["<|pad|>"], projection_dim=32),
+            vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                               num_attention_heads=4, image_size=32, patch_size=8, projection_dim=32),
+            projection_dim=32,
+        )
+        ip = tf.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+        save(cfg, clip_dir, ip)
+        # The reduced vocabulary, ordered like the original's byfreq files: row 0 = a padding id
+        # (CLIP id 0 there), row 1 = a frequent token, rows 2 and 3 = start and end of text.
+        first = [vocab["<|pad|>"], vocab["a"], vocab["<|startoftext|>"], vocab["<|endoftext|>"]]
+        ids = first + [i for i in sorted(vocab.values()) if i not in first]
+        large = norm == "layer"
+        branch = {"transformer_args": {"n_layers": 1, "d_model": 32, "dim_feedforward": 64,
+                                       "dropout": 0.1, "activation": "gelu", "layer_norm_eps": 1e-5,
+                                       "batch_first": True, "norm_first": False}}
+        if variant == "parallel":
+            branch["transformer_type"] = "TransformerEncoder"
+            branch["transformer_args"]["nhead"] = 4
+            branch["need_projection"] = True
+        else:
+            branch["type"] = "KW_CascadedBranch"
+            branch["transformer_type"] = "MultiheadAttentionAndNorm"
+            branch["transformer_args"]["nhead"] = 1
+            branch["keyword"] = {"number": 8, "batchnorms": {"type": "eachKw", "std_scale": 1.0,
+                                                             "learnable": True, "parallel": True}}
+            branch["vq"] = {"bn_before_vq": True, "type": "SimpleVectorQuantizer",
+                            "args": {"temp": "fixed=0.1", "time_first": True, "use_gumbel": False, "hard": True}}
+        config = {
+            "model_type": "speechclip",
+            "variant": variant,
+            "hubert": "hubert",
+            "clip": "clip",
+            "normalize_waveform": large,
+            "normalize_hiddenstates": large,
+            "vocabulary": ids,
+            "original_config": {
+                "model_settings": {f"{variant}_branch": branch},
+                "audio_encoder": {"type": "FairseqHubert", "name": f"hubert-tiny-{'large' if large else 'base'}-like",
+                                  "feat_select_idx": "weighted_sum", "normalize_hiddenstates": large},
+                "clip": {"name": "clip-tiny"},
+            },
+        }
+        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
 
 if __name__ == "__main__":
     main()

@@ -192,6 +192,18 @@ _DECLARED = [
            test_configs=("bert-tiny",), licence="per checkpoint (all-MiniLM-L6-v2: Apache-2.0)",
            hub=("sentence-transformers/all-MiniLM-L6-v2",),
            verified="tiny random weights (contract test); real all-MiniLM-L6-v2 weights from the package index"),
+    # Speech branch trained into frozen CLIP's joint space: speech, text and images share it.
+    Family("speechclip", "speechclip:SpeechCLIPAdapter", ("audio", "text", "image"),
+           "SpeechCLIP (frozen HuBERT + trained speech branch into frozen CLIP; parallel or cascaded)",
+           spaces=_one_space("audio", "text", "image"), named_layers=("weighted_sum",),
+           config_keys=("variant", "hubert", "clip", "pad_batches"),
+           architecture="coordinated", weights="checkpoint", builder="speechclip:build_untrained",
+           reference="speechclip:reference_joint",
+           test_configs=("speechclip-tiny-parallel", "speechclip-tiny-cascaded"),
+           companions=(("hubert", "facebook/hubert-base-ls960"), ("clip", "openai/clip-vit-base-patch32")),
+           licence="BSD-3-Clause (SpeechCLIP code and checkpoints); HuBERT: MIT (fairseq); CLIP: MIT",
+           hub=("hf://speechclip/models/base/flickr/parallel/epoch_131-step_15443-val_recall_mean_1_36.0100.ckpt",
+                "facebook/hubert-base-ls960", "openai/clip-vit-base-patch32")),
 ]
 
 #: family name → declaration, in declaration order.
