@@ -159,6 +159,7 @@ def test_symbolism_planted_effect_per_voice_and_delta_p():
     assert geo.loc["tau_sharpness", "value"] > 0.3 and geo.loc["tau_sharpness", "p"] < 0.01
     dp = geo.loc["delta_p_kb"]
     assert dp["value"] > 0.8 and dp["p"] < 0.05 and dp["ci_low"] > 0.5  # bouba rounder, kiki sharper
+    assert dp["n_references"] == 2 and "low power" in dp["note"]  # one kiki/bouba pair per voice
     assert "delta_p_kb" not in set(rows.query("direction == 'phonetic'")["metric"])
 
 
@@ -202,6 +203,7 @@ def test_run_symbolism_files_and_entry_script(tmp_path):
     t = pd.read_parquet(tmp_path / "sym.parquet")
     assert list(t.columns[:11]) == list(avio.TABLE_COLUMNS)
     assert set(t["layer"]) == {"joint"}  # layer "0" has different widths
+    assert set(t["space"]) == {"text_image"}  # no space params: CLIP's joint layer, as before
     assert set(t["form"]) == {"speech"} and set(t["direction"]) == {"geometric", "phonetic"}
     assert set(t["voice"]) == {"all", "a", "b"} and t["p_fdr"].notna().all()
     assert (t["p_fdr"] >= t["p"] - 1e-12).all()
@@ -212,6 +214,36 @@ def test_run_symbolism_files_and_entry_script(tmp_path):
     auc = t.query("metric == 'auc' and direction == 'geometric' and voice == 'all'").iloc[0]["value"]
     g = geo[~geo["is_reference"]]
     assert auc == pytest.approx(roc_auc_score(g["label"] == "round", g["score"]))
+
+
+def test_run_symbolism_scores_the_declared_space(tmp_path):
+    rng = np.random.default_rng(16)
+    words = words_frame(10, rng=rng)
+    images = words_frame(8, refs=False, rng=rng).assign(stimulus_id=lambda d: "img_" + d["stimulus_id"])
+    words.to_parquet(tmp_path / "w.parquet")
+    images.to_parquet(tmp_path / "i.parquet")
+    wids, iids = list(words["stimulus_id"]), list(images["stimulus_id"])
+    write_emb(tmp_path / "we.parquet", [("3", 3, wids, rng.normal(size=(len(wids), 4))),
+                                       ("5", 5, wids, rng.normal(size=(len(wids), 6))),
+                                       ("audio_image", 9, wids, planted(words, 4, 2.0, rng))])
+    write_emb(tmp_path / "ie.parquet", [("3", 3, iids, rng.normal(size=(len(iids), 4))),
+                                       ("5", 5, iids, rng.normal(size=(len(iids), 3))),
+                                       ("audio_image", 9, iids, planted(images, 4, 2.0, rng))])
+    files = [str(tmp_path / f) for f in ("w.parquet", "we.parquet", "i.parquet", "ie.parquet")]
+    kw = dict(model="m", words="pseudowords", images="shapes", n_permutations=20, n_bootstrap=0)
+    t = symbolism.run_symbolism(*files, **kw, space="audio_image", space_layer="audio_image")
+    assert set(zip(t["layer"], t["space"])) == {("audio_image", "audio_image")}
+    t = symbolism.run_symbolism(*files, **kw, space="audio_image", space_layer="audio_image", unaligned=True)
+    # layer "5" differs in width: skipped; "3" is compared, labelled as not aligned
+    assert set(zip(t["layer"], t["space"])) == {("audio_image", "audio_image"), ("3", "unaligned")}
+    t = symbolism.run_symbolism(*files, **kw, space=None, space_layer=None, unaligned=True)
+    assert set(t["space"]) == {"unaligned"}
+    with pytest.raises(KeyError, match=r"'joint'.*we\.parquet"):  # names the file that lacks it
+        symbolism.run_symbolism(*files, **kw, space="text_image", space_layer="joint")
+    write_emb(tmp_path / "we2.parquet", [("joint", 1, wids, rng.normal(size=(len(wids), 4)))])
+    with pytest.raises(KeyError, match=r"'joint'.*ie\.parquet"):
+        symbolism.run_symbolism(files[0], str(tmp_path / "we2.parquet"), *files[2:], **kw,
+                                space="text_image", space_layer="joint")
 
 
 # ----------------------------------------------------------------------------- RSA

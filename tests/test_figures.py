@@ -332,6 +332,21 @@ def test_auc_stars_follow_fdr_p_when_the_table_has_it():
     assert any("p (FDR)" in t for t in texts(fig))
 
 
+def test_auc_null_band_spans_the_null_and_stars_ignore_the_item_label_test():
+    df = symbolism_table()
+    df = df.assign(null_low=df.value - 0.3, null_high=df.value + 0.2, p=0.4, p_item_label=0.0001)
+    fig = plots.symbolism_auc(df, MODELS)
+    auc = df[(df.metric == "auc") & (df.voice == "all")]
+    for _, r in auc.iterrows():
+        (band,) = [a for a in by_gid(fig, f"null:{r.model}:{r.layer}:{r.form}")
+                   if a.axes.get_title().startswith(r.direction)]
+        (seg,) = band.get_segments()
+        assert (seg[0][1], seg[1][1]) == (pytest.approx(r.null_low), pytest.approx(r.null_high))
+    assert not by_gid(fig, "significance")  # the primary p is .4 everywhere
+    assert any("anchor labels shuffled" in t for t in texts(fig))
+    assert not by_gid(plots.symbolism_auc(symbolism_table(), MODELS), "null:")  # older tables
+
+
 def test_auc_single_voices_drawn_beside_their_pooled_marker():
     df = symbolism_table()
     fig = plots.symbolism_auc(df, MODELS)

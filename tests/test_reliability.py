@@ -466,7 +466,7 @@ def test_symbolism_and_retrieval_validate_both_inputs(tmp_path):
     im, ie = _write_set(tmp_path / "shapes", shapes, ["sharp"] * 6, {"joint": (shapes, rng.normal(size=(6, 4)))})
     with pytest.raises(validate.BadInputError, match=r"shapes/manifest\.parquet: class 'round' of column 'label'"):
         run_symbolism(wm, we, im, ie, model="m", words="pseudoword_text", images="shapes", n_permutations=9,
-                      n_bootstrap=5)
+                      n_bootstrap=5, space="text_image", space_layer="joint")
     # retrieval: a gallery image without an embedding that nobody quarantined
     caps = [f"c{i}" for i in range(6)]
     qm, qe = _write_set(tmp_path / "caps", caps, ["sharp"] * 6, {"joint": (caps, rng.normal(size=(6, 4)))},

@@ -43,6 +43,13 @@ def _ci(row: pd.Series) -> str:
     return f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
 
 
+def _null(row: pd.Series) -> str:
+    """The central 95% of a statistic's permutation null, when the table has it."""
+    if pd.isna(row.get("null_low")) or pd.isna(row.get("null_high")):
+        return "—"
+    return f"[{row['null_low']:.3f}, {row['null_high']:.3f}]"
+
+
 def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -99,15 +106,22 @@ def summarize(
     if sym.empty:
         lines += ["No sound-symbolism analysis configured.", ""]
     else:
+        lines += [
+            "p tests the cross-modal claim: the anchors' labels (shapes for the geometric "
+            "score, pseudowords for the phonetic one) are shuffled and the score direction "
+            "rebuilt; *null 95%* is the range of AUCs that gives. The table's `p_item_label` "
+            "(not shown) only tests that scores differ between classes along a fixed direction.",
+            "",
+        ]
         sym = sym[sym.get("voice", "all").astype(str) == "all"] if "voice" in sym else sym
         best = best_rows(sym, "auc", ["model", "form", "direction"])
         rows = [
             [_display(models, r["model"]), str(r.get("form", "")), str(r.get("direction", "")),
-             str(r["layer"]), _fmt(r["value"]), _ci(r), _fmt(r["p"], 4), str(int(r["n"]))]
+             str(r["layer"]), _fmt(r["value"]), _ci(r), _null(r), _fmt(r["p"], 4), str(int(r["n"]))]
             for _, r in best.iterrows()
         ]
         lines += _markdown_table(
-            ["model", "form", "direction", "best layer", "AUC", "95% CI", "p", "n"], rows
+            ["model", "form", "direction", "best layer", "AUC", "95% CI", "null 95%", "p", "n"], rows
         ) + [""]
 
     lines += forms_section(_read(tables.get("symbolism_forms", [])), models)

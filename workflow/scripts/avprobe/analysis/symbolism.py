@@ -1,10 +1,11 @@
 """Zero-shot sound symbolism (kiki–bouba) in a shared audio/text–image space (seed 000).
 
 Words (``pseudowords`` audio clips or ``pseudoword_text``) and images (``shapes``) are
-embedded by ONE model into one space: its ``joint`` layer, plus any other layer name present
-in both embedding files with the same width (those hidden layers are not trained to be
-aligned; the ``space`` column says ``joint`` or ``unaligned``). Embeddings are L2-normalised
-and compared by cosine similarity.
+embedded by ONE model into one space: the shared space the model declares for these two
+towers (``space``, e.g. ``text_image``, held by layer ``space_layer``, e.g. ``joint``), plus,
+when asked (``unaligned``), every other layer name present in both embedding files with the
+same width (hidden layers of two towers, not trained to be aligned: ``space =
+"unaligned"``). Embeddings are L2-normalised and compared by cosine similarity.
 
 Scores (names follow ``shared/reference/facts.md`` and Alper & Averbuch-Elor: a score is
 named after its *anchors*):
@@ -28,22 +29,42 @@ A positive score means "round". Metrics per direction (``metric`` column):
   (or template) when the words set has one; a reference with several rows in a group is
   averaged. +1 = perfectly kiki–bouba-like, 0 = none, negative = reversed.
 
-Inference (all seeded, vectorised):
+Inference (all seeded, vectorised). The claim of seed 000 is cross-modal: the sharp/round
+axis of one modality lines up with the other's. Each p-value tests one stated hypothesis:
 
-* ``auc`` / ``tau_label``: permutation test shuffling the scored items' labels
-  (``n_permutations``), two-sided around 0.5 / 0. ``tau_label`` is a fixed monotone function
-  of the AUC under label shuffles, so both share one null.
-* ``tau_sharpness``: permutation test shuffling the sharpness values, two-sided.
-* ``delta_p_kb``: permutation test shuffling the *anchor* images' labels (which rebuilds
-  every word's score), two-sided around 0.
-* CIs: percentile bootstrap over scored items (``n_bootstrap``); for ``delta_p_kb`` the
-  anchor images are resampled too (each resample rebuilds the score direction), since the
-  statistic hinges on where two reference words fall along that direction.
-* Repeated measures: when the scored words repeat a ``word`` (one word spoken by several
-  voices, or several text templates), labels and sharpness are shuffled and items are
-  resampled **per word** (cluster permutation / cluster bootstrap), so the voices of one word
-  are never treated as independent evidence.
-* ``p_fdr``: Benjamini–Hochberg across layers × directions × voices, per metric.
+* ``p`` (primary, and ``p_fdr``) of every metric — auc, tau_label, tau_sharpness,
+  delta_p_kb — H0: "the anchors' labels carry no information about the scored items'
+  sharp/round axis". Null: the *anchors'* labels are shuffled (``n_permutations``) and the
+  score direction rebuilt each time (round centroid − sharp centroid), so every shuffle
+  rescores all items along a direction of the anchor cloud that has no sharp/round meaning;
+  the scored items keep their labels. Two-sided around 0.5 (auc) / 0 (the others).
+  ``null_low``/``null_high``: the central 95% of that null, so chance is a band, not a line.
+  Why this null: shuffling the *scored items'* labels with the direction fixed tests only
+  whether scores differ between classes, which any direction passes once the items form two
+  clusters (untrained networks do); that is the lesson recorded in
+  ``shared/reference/facts.md`` ("Inference for cross-modal scores"). Breaking the link
+  between the modalities is what the cross-modal claim needs, and a score built from anchor
+  centroids (Alper & Averbuch-Elor's definition) is rebuilt exactly by relabelling the
+  anchors. Checked in ``tests/test_symbolism_null.py``: unaligned planted data and
+  random-network controls are rejected at the nominal rate, aligned planted data are found.
+* ``p_item_label`` (auc, tau_label, tau_sharpness) — H0: "given this fixed direction, scores
+  do not differ between round and sharp items" (for tau_sharpness: "do not follow the
+  items' sharpness"). Null: the scored items' labels (sharpness values) are shuffled. Kept
+  as a diagnostic; it is NOT evidence of a shared axis. ``tau_label`` is a fixed monotone
+  function of the AUC under label shuffles, so both share one null.
+* Repeated measures: anchor labels are shuffled **per word** when the anchor words repeat
+  (one word spoken by several voices, or several text templates), and so are the scored
+  items' labels, sharpness and bootstrap resamples (cluster permutation / cluster
+  bootstrap), so the voices of one word are never independent evidence.
+* CIs: percentile bootstrap over scored items (``n_bootstrap``), direction fixed: the
+  uncertainty of the value for these anchors. A CI that excludes 0.5 is therefore not a
+  test of the cross-modal claim; ``p`` is. For ``delta_p_kb`` the anchor images are
+  resampled too (each resample rebuilds the direction), since the statistic hinges on where
+  two reference words fall along that direction.
+* ``delta_p_kb`` rests on one *kiki* and one *bouba* per voice/template (``n_references``
+  pairs): its power is low whatever the effect, its CI cannot include the references' own
+  variability, and a non-significant value is no evidence of absence (``note`` column).
+* ``p_fdr``: Benjamini–Hochberg of ``p`` across layers × directions × voices, per metric.
 
 Per-voice breakdown: when the words set has a ``voice`` column every metric is also
 reported per voice (``voice`` column; the pooled result has ``voice = "all"``). For the
@@ -61,7 +82,7 @@ import scipy.stats
 
 from .. import io as avio
 from .. import validate
-from ..sets import SET_MODALITY
+from ..sets import SET_MODALITY, WORD_FORMS
 from . import stats
 
 log = logging.getLogger("avprobe")
@@ -125,6 +146,51 @@ def auc_tau(scores: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> t
         tx = n1 * (n1 - 1) / 2 + n0 * (n0 - 1) / 2
         tot_g = pos_g + neg_g
         ty = (tot_g * (tot_g - 1) / 2).sum(1)
+        tau = (2 * u - n1 * n0) / np.sqrt((n_pairs - tx) * (n_pairs - ty))
+    return auc, tau
+
+
+def _row_sort(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row sort order of a (B, n) array, and for every sorted position the first and the
+    last position of its run of equal values (ties)."""
+    b, n = scores.shape
+    order = np.argsort(scores, axis=1)
+    ss = np.take_along_axis(scores, order, 1)
+    idx = np.arange(n)
+    start = np.ones((b, n), dtype=bool)
+    start[:, 1:] = ss[:, 1:] != ss[:, :-1]
+    end = np.ones((b, n), dtype=bool)
+    end[:, :-1] = start[:, 1:]
+    first = np.maximum.accumulate(np.where(start, idx, 0), axis=1)
+    last = (n - 1) - np.maximum.accumulate(np.where(end[:, ::-1], idx, 0), axis=1)[:, ::-1]
+    return order, first, last
+
+
+def auc_tau_rows(scores: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ROC-AUC and Kendall tau-b of one label vector vs each row of ``scores``.
+
+    ``scores`` (B, n), e.g. the scored items under B rebuilt anchor directions; ``y`` (n,) of
+    0/1 (1 = round). Returns two (B,) arrays, equal row by row to :func:`auc_tau` (and so to
+    sklearn / scipy): U counts the negatives below each positive, ties one half.
+    """
+    s = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    y = np.asarray(y, dtype=np.float64)
+    b, n = s.shape
+    if b == 0:
+        return np.zeros(0), np.zeros(0)
+    order, first, last = _row_sort(s)
+    ys = y[order]
+    neg = np.cumsum(1.0 - ys, axis=1)
+    below = np.take_along_axis(neg, first, 1) - (1.0 - np.take_along_axis(ys, first, 1))
+    tied = np.take_along_axis(neg, last, 1) - below
+    u = (ys * (below + 0.5 * tied)).sum(1)
+    n1 = y.sum()
+    n0 = n - n1
+    n_pairs = n * (n - 1) / 2
+    tx = n1 * (n1 - 1) / 2 + n0 * (n0 - 1) / 2
+    ty = (np.arange(n) - first).sum(1)  # pairs tied in the score
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = u / (n1 * n0)
         tau = (2 * u - n1 * n0) / np.sqrt((n_pairs - tx) * (n_pairs - ty))
     return auc, tau
 
@@ -264,6 +330,58 @@ def kendall_batch(
     return out
 
 
+def kendall_score_rows(scores: np.ndarray, y: np.ndarray, chunk: int = 64) -> np.ndarray:
+    """Kendall tau-b of each row of ``scores`` (B, n) against one vector ``y`` (n,).
+
+    Equal row by row to ``scipy.stats.kendalltau(scores[b], y)``. With at most
+    ``MAX_TYPES_VECTORISED`` distinct values of ``y``: each row sorted once, then weighted
+    one-hot counts of the ``y`` values in lower score-tie groups (O(B · n · K)); otherwise
+    sort-based :func:`kendall_rows` (O(B · n log² n)).
+    """
+    s = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    b, n = s.shape
+    out = np.empty(b)
+    values, types = np.unique(np.asarray(y, dtype=np.float64), return_inverse=True)
+    k = values.size
+    if k > MAX_TYPES_VECTORISED:
+        for start in range(0, b, chunk):
+            rows = s[start : start + chunk]
+            codes = scipy.stats.rankdata(rows, method="dense", axis=1).astype(np.int64) - 1
+            out[start : start + chunk] = kendall_rows(np.broadcast_to(types, codes.shape), codes)
+        return out
+    sgn = np.sign(values[:, None] - values[None, :])  # sign(v_row − v_col)
+    eye = np.eye(k)
+    n0 = n * (n - 1) / 2
+    counts = np.bincount(types, minlength=k)
+    ty = (counts * (counts - 1) / 2).sum()
+    for start in range(0, b, chunk):
+        order, first, _ = _row_sort(s[start : start + chunk])
+        t = types[order]
+        h = eye[t]  # (Bc, n, K)
+        before = np.take_along_axis(np.cumsum(h, axis=1) - h, first[:, :, None], 1)  # lower score groups
+        c_minus_d = (before * sgn[t]).sum((1, 2))
+        tx = (np.arange(n) - first).sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start : start + chunk] = c_minus_d / np.sqrt((n0 - tx) * (n0 - ty))
+    return out
+
+
+def anchor_directions(anchors: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Score directions (round centroid − sharp centroid) for many labelings of the anchors.
+
+    ``anchors`` (n_a, d) L2-normalised embeddings; ``labels`` (B, n_a) booleans (True =
+    round), e.g. shuffled anchor labels. Returns (d, B); a labeling without both classes gives
+    a NaN column (its replicate is then dropped from the p-value). Item scores under labeling
+    b are ``items_n @ out[:, b]``, exactly :func:`anchor_scores` with ``labels[b]``.
+    """
+    yr = np.atleast_2d(np.asarray(labels, dtype=bool))
+    n_r = yr.sum(1, keepdims=True)
+    n_s = (~yr).sum(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        weights = yr / np.where(n_r > 0, n_r, np.nan) - (~yr) / np.where(n_s > 0, n_s, np.nan)
+    return anchors.T @ weights.T
+
+
 def delta_p_kb(
     scores: np.ndarray,
     groups: np.ndarray,
@@ -306,14 +424,25 @@ def _cluster_codes(frame: pd.DataFrame) -> np.ndarray | None:
     return None
 
 
+def _null_summary(observed: float, null: np.ndarray, center: float) -> dict:
+    """Primary p-value of a cross-modal statistic and the central 95% of its null."""
+    lo, hi = stats.bootstrap_ci(null)  # percentiles of the replicates, the same rule
+    return dict(p=stats.perm_pvalue(observed, null, "two-sided", center), null_low=lo, null_high=hi)
+
+
 def _item_rows(
     scores: np.ndarray,
     frame: pd.DataFrame,
+    null_scores: np.ndarray,
     rng: np.random.Generator,
     n_permutations: int,
     n_bootstrap: int,
 ) -> list[dict]:
-    """auc, tau_label, tau_sharpness of one score vector over its scored items."""
+    """auc, tau_label, tau_sharpness of one score vector over its scored items.
+
+    ``null_scores`` (n, B): the same items scored along directions rebuilt from shuffled
+    anchor labels (the primary null, ``p``); the item-label shuffle gives ``p_item_label``.
+    """
     y = (frame["label"].to_numpy() == ROUND).astype(float)
     n = y.size
     clusters = _cluster_codes(frame)
@@ -321,24 +450,45 @@ def _item_rows(
     rows = []
     if y.min() == y.max():
         return rows
+    null_rows = np.asarray(null_scores, dtype=np.float64).T
+    null_rows = null_rows[np.isfinite(null_rows).all(1)]
     auc, tau = (v[0] for v in auc_tau(scores, y))
+    anchor_auc, anchor_tau = auc_tau_rows(null_rows, y)
     src = stats.group_permutations(rng, n_permutations, groups)
-    null_auc, null_tau = auc_tau(scores, y[src])
+    item_auc, item_tau = auc_tau(scores, y[src])
     w = stats.bootstrap_weights(rng, n_bootstrap, n, clusters)
     boot_auc, boot_tau = auc_tau(scores, y[None, :], w)
-    p_auc = stats.perm_pvalue(auc, null_auc, "two-sided", center=0.5)
-    rows.append(dict(metric="auc", value=auc, ci=stats.bootstrap_ci(boot_auc), p=p_auc, n=n))
-    rows.append(dict(metric="tau_label", value=tau, ci=stats.bootstrap_ci(boot_tau),
-                     p=stats.perm_pvalue(tau, null_tau, "two-sided", 0.0), n=n))
+    rows.append(dict(metric="auc", value=auc, ci=stats.bootstrap_ci(boot_auc), n=n,
+                     **_null_summary(auc, anchor_auc, 0.5),
+                     p_item_label=stats.perm_pvalue(auc, item_auc, "two-sided", 0.5)))
+    rows.append(dict(metric="tau_label", value=tau, ci=stats.bootstrap_ci(boot_tau), n=n,
+                     **_null_summary(tau, anchor_tau, 0.0),
+                     p_item_label=stats.perm_pvalue(tau, item_tau, "two-sided", 0.0)))
     if "sharpness" in frame.columns and frame["sharpness"].notna().all():
         roundness = -frame["sharpness"].to_numpy(dtype=float)
         obs = kendall(scores, roundness)
         if np.isfinite(obs):
-            null = kendall_batch(scores, roundness, src=src)
+            anchor_null = kendall_score_rows(null_rows, roundness)
+            item_null = kendall_batch(scores, roundness, src=src)
             boot = kendall_batch(scores, roundness, w=w)
-            rows.append(dict(metric="tau_sharpness", value=obs, ci=stats.bootstrap_ci(boot),
-                             p=stats.perm_pvalue(obs, null, "two-sided", 0.0), n=n))
+            rows.append(dict(metric="tau_sharpness", value=obs, ci=stats.bootstrap_ci(boot), n=n,
+                             **_null_summary(obs, anchor_null, 0.0),
+                             p_item_label=stats.perm_pvalue(obs, item_null, "two-sided", 0.0)))
     return rows
+
+
+def anchor_permutations(
+    rng: np.random.Generator, n_permutations: int, frame: pd.DataFrame
+) -> np.ndarray:
+    """Shuffled labels (True = round) of an anchor set, (n_permutations, n_anchors).
+
+    Labels move per word when words repeat (voices/templates: :func:`_cluster_codes`), so
+    every voice of one word keeps one shuffled label; otherwise per item.
+    """
+    labels = frame["label"].to_numpy() == ROUND
+    clusters = _cluster_codes(frame)
+    groups = clusters if clusters is not None else np.arange(len(frame))
+    return labels[stats.group_permutations(rng, n_permutations, groups)]
 
 
 def _reference_scores(scores: np.ndarray, frame: pd.DataFrame, group_col: str | None) -> tuple[dict, dict]:
@@ -370,7 +520,9 @@ def symbolism_layer(
     """All metrics of one layer. ``words``/``images`` are manifests aligned row-for-row with
     the embeddings (columns label, is_reference [words], sharpness, voice, word optional).
 
-    Returns rows with keys metric, value, ci_low, ci_high, p, n, direction, scored, voice.
+    Returns rows with keys metric, value, ci_low, ci_high, p, null_low, null_high,
+    p_item_label, n, direction, scored, voice, n_anchors (+ n_references, note for
+    ``delta_p_kb``); the module docstring says which hypothesis each p-value tests.
     When ``scores_out`` is a list, the pooled (``voice = "all"``) per-item scores are appended
     to it as DataFrames (columns of :data:`SCORE_COLUMNS` that exist).
     """
@@ -389,6 +541,10 @@ def symbolism_layer(
 
     img_n = stats.l2_normalize(image_emb)
     word_n = stats.l2_normalize(word_emb)
+    # The image anchors are the same for every voice row: one set of shuffled image labels,
+    # hence one null score matrix (all words × n_permutations), sliced per voice.
+    geo_dir = anchor_directions(img_n, img_round[None, :])[:, 0]
+    geo_null = word_n @ anchor_directions(img_n, anchor_permutations(rng, n_permutations, images))
     out: list[dict] = []
 
     def emit(rows, direction, scored, voice, n_anchors):
@@ -402,24 +558,19 @@ def symbolism_layer(
         if not scored.any():
             continue
         # geometric: words scored against the image anchors --------------------------------
-        a_dir = img_n[img_round].mean(0) - img_n[~img_round].mean(0)
-        s_all = word_n[in_group] @ a_dir
+        s_all = word_n[in_group] @ geo_dir
+        null_all = geo_null[in_group]
         wframe = words[in_group].reset_index(drop=True)
         wref = wframe["is_reference"].fillna(False).to_numpy(dtype=bool)
         s_words = s_all[~wref]
         frame = wframe[~wref].reset_index(drop=True)
-        rows = _item_rows(s_words, frame, rng, n_permutations, n_bootstrap)
+        rows = _item_rows(s_words, frame, null_all[~wref], rng, n_permutations, n_bootstrap)
         grp = frame[group_col].to_numpy() if group_col else np.zeros(len(frame), dtype=int)
         bouba, kiki = _reference_scores(s_all, wframe, group_col)
         dp = delta_p_kb(s_words, grp, bouba, kiki)[0]
         if np.isfinite(dp):
-            # null: shuffle the anchor images' labels, rebuilding every word's score
-            perms = stats.item_permutations(rng, n_permutations, len(images))
-            yr = img_round[perms]  # (B, n_img)
-            a_mat = (yr / yr.sum(1, keepdims=True) - (~yr) / (~yr).sum(1, keepdims=True)).T
-            s_null = word_n[in_group] @ (img_n.T @ a_mat)  # (n_group_words, B)
-            b_null, k_null = _reference_scores(s_null, wframe, group_col)
-            null = delta_p_kb(s_null[~wref], grp, b_null, k_null)
+            b_null, k_null = _reference_scores(null_all, wframe, group_col)
+            null = delta_p_kb(null_all[~wref], grp, b_null, k_null)
             # bootstrap: resample the scored words (per word) AND the anchor images
             w = stats.bootstrap_weights(rng, n_bootstrap, len(frame), _cluster_codes(frame))
             wi = stats.bootstrap_weights(rng, n_bootstrap, len(images)).astype(float)
@@ -428,22 +579,31 @@ def symbolism_layer(
             s_boot = word_n[in_group] @ d_boot.T  # (n_group_words, B)
             b_boot, k_boot = _reference_scores(s_boot, wframe, group_col)
             boot = delta_p_kb(s_boot[~wref], grp, b_boot, k_boot, w)
+            n_refs = sum(g in kiki for g in bouba)
             rows.append(dict(metric="delta_p_kb", value=dp, ci=stats.bootstrap_ci(boot),
-                             p=stats.perm_pvalue(dp, null, "two-sided", 0.0), n=len(frame)))
+                             n=len(frame), **_null_summary(dp, null, 0.0), p_item_label=np.nan,
+                             n_references=n_refs, note=DELTA_P_NOTE.format(n=n_refs)))
         emit(rows, "geometric", "words", voice, int(len(images)))
         if scores_out is not None and voice == "all":
             scores_out.append(_score_frame(wframe, s_all, "geometric", "words"))
         # phonetic: images scored against this group's word anchors -------------------------
-        anchor_round = words.loc[scored, "label"].to_numpy() == ROUND
+        anchors = words[scored]
+        anchor_round = anchors["label"].to_numpy() == ROUND
         if anchor_round.all() or not anchor_round.any():
             continue
-        w_dir = word_n[scored][anchor_round].mean(0) - word_n[scored][~anchor_round].mean(0)
-        s_img = img_n @ w_dir
-        rows = _item_rows(s_img, images, rng, n_permutations, n_bootstrap)
+        s_img = img_n @ anchor_directions(word_n[scored], anchor_round[None, :])[:, 0]
+        null = img_n @ anchor_directions(word_n[scored], anchor_permutations(rng, n_permutations, anchors))
+        rows = _item_rows(s_img, images, null, rng, n_permutations, n_bootstrap)
         emit(rows, "phonetic", "images", voice, int(scored.sum()))
         if scores_out is not None and voice == "all":
             scores_out.append(_score_frame(images, s_img, "phonetic", "images"))
     return out
+
+
+#: ``note`` of every ``delta_p_kb`` row: the statistic's power, stated where it is read.
+DELTA_P_NOTE = ("rests on {n} kiki/bouba reference pair(s): low power; the CI (anchors and words "
+                "resampled) cannot include the references' own sampling variability, and a "
+                "non-significant value is no evidence of absence")
 
 
 #: Columns of the per-item scores table (``<name>.scores.parquet``), those present.
@@ -461,13 +621,34 @@ def _score_frame(frame: pd.DataFrame, scores: np.ndarray, direction: str, scored
 
 
 # ----------------------------------------------------------------------------- files → table
-def shared_layers(words_embeddings: str | Path, images_embeddings: str | Path) -> list[tuple[str, int]]:
-    """Layers present in both files: ``joint`` first, then equal-width names in word order."""
+def layers_to_score(
+    words_embeddings: str | Path,
+    images_embeddings: str | Path,
+    space: str | None,
+    space_layer: str | None,
+    unaligned: bool = False,
+) -> list[tuple[str, int, str]]:
+    """``(layer, layer_index, space)`` of every layer scored.
+
+    The declared shared space comes first: ``space_layer`` of both files, labelled ``space``
+    (default: the layer's name). With ``unaligned``, every other layer name present in both
+    files follows, in the words file's order, with ``space = "unaligned"`` (widths are
+    checked when read). Raises ``KeyError`` naming the file and the layer when
+    ``space_layer`` is missing from a file.
+    """
     w_layers = avio.embedding_layers(words_embeddings)
     i_layers = dict(avio.embedding_layers(images_embeddings))
-    common = [(n, i) for n, i in w_layers if n in i_layers]
-    common.sort(key=lambda t: (t[0] != "joint", t[1]))
-    return common
+    out = []
+    if space_layer is not None:
+        for path, names in ((words_embeddings, dict(w_layers)), (images_embeddings, i_layers)):
+            if space_layer not in names:
+                raise KeyError(f"symbolism: the shared-space layer {space_layer!r} (space "
+                               f"{space or space_layer!r}) is not in {path}; its layers: "
+                               f"{', '.join(names) or 'none'}")
+        out.append((space_layer, dict(w_layers)[space_layer], space or space_layer))
+    if unaligned:
+        out += [(n, i, "unaligned") for n, i in w_layers if n in i_layers and n != space_layer]
+    return out
 
 
 def _aligned(manifest: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
@@ -493,12 +674,23 @@ def run_symbolism(
     n_permutations: int = 1000,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    space: str | None,
+    space_layer: str | None,
+    unaligned: bool = False,
 ) -> pd.DataFrame:
-    """Score every shared layer and write the tidy table (``analysis = "symbolism"``).
+    """Score the model's shared space (and optionally its other layers); write the tidy
+    table (``analysis = "symbolism"``).
 
-    Columns: the standard ones (``set`` = the words set) plus form (speech | text), direction
+    ``space``/``space_layer``: the shared space the model declares for these two towers (e.g.
+    ``text_image`` held by layer ``joint``; :func:`layers_to_score`). ``space_layer = None``
+    means the model declares none: only ``unaligned`` layers are scored, if asked for.
+    ``unaligned``: also score every other layer present in both files with equal widths
+    (``space = "unaligned"``; hidden layers of two towers, not trained to be aligned).
+
+    Columns: the standard ones (``set`` = the words set) plus form (speech | text | cascade, :data:`avprobe.sets.WORD_FORMS`), direction
     (geometric | phonetic), scored (words | images), voice ("all" or a voice id), images
-    (the image set), space (joint | unaligned), n_anchors, p_fdr.
+    (the image set), space (the space name, or ``unaligned``), n_anchors, null_low,
+    null_high, p_item_label, n_references, note, p_fdr (module docstring).
 
     ``scores_output`` (optional): the per-item scores behind the pooled rows, for figures —
     columns model, layer, layer_index, direction, scored, form, stimulus_id, word, voice,
@@ -509,15 +701,19 @@ def run_symbolism(
     im = validate.analysis_manifest(avio.read_manifest(images_manifest), images_embeddings,
                                     manifest_path=images_manifest, classes="label")
     modality = SET_MODALITY.get(words)
-    form = "speech" if modality == "audio" else "text" if modality == "text" else (
-        "text" if "path" not in wm.columns else "speech")
+    form = WORD_FORMS.get(words) or ("speech" if modality == "audio" else "text" if modality == "text" else (
+        "text" if "path" not in wm.columns else "speech"))
     rows = []
     score_frames: list[pd.DataFrame] = []
-    layers = shared_layers(words_embeddings, images_embeddings)
-    for name, index in layers:
+    layers = layers_to_score(words_embeddings, images_embeddings, space, space_layer, unaligned)
+    for name, index, layer_space in layers:
         w_ids, w_x = validate.read_checked_layer(words_embeddings, name)
         i_ids, i_x = validate.read_checked_layer(images_embeddings, name)
         if w_x.shape[1] != i_x.shape[1]:
+            if layer_space != "unaligned":
+                raise ValueError(f"symbolism: the shared-space layer {name!r} has width "
+                                 f"{w_x.shape[1]} in {words_embeddings} but {i_x.shape[1]} in "
+                                 f"{images_embeddings}")
             log.info("symbolism: layer %s skipped (widths %d vs %d)", name, w_x.shape[1], i_x.shape[1])
             continue
         log.info("symbolism %s %s×%s layer %s: %d words, %d images", model, words, images, name,
@@ -532,10 +728,11 @@ def run_symbolism(
             score_frames.append(f.assign(model=model, layer=name, layer_index=index, form=form))
         for r in layer_rows:
             r.update(analysis="symbolism", set=words, model=model, layer=name, layer_index=index,
-                     form=form, images=images, space="joint" if name == "joint" else "unaligned")
+                     form=form, images=images, space=layer_space)
         rows.extend(layer_rows)
     if not layers:
-        log.warning("symbolism: %s and %s share no layer", words_embeddings, images_embeddings)
+        log.warning("symbolism: no layer to score in %s and %s (space_layer=%r, unaligned=%s)",
+                    words_embeddings, images_embeddings, space_layer, unaligned)
     table = avio.tidy_table(rows)
     table = stats.add_fdr(table, ["metric"])
     if output is not None:

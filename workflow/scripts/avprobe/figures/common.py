@@ -61,7 +61,8 @@ def clean(df: pd.DataFrame | None) -> pd.DataFrame:
     for col in ("model", "layer", "set", "metric"):
         if col in df:
             df[col] = df[col].astype("string").astype(object).where(df[col].notna(), None)
-    for col in ("value", "ci_low", "ci_high", "p", "p_fdr", "layer_index", "n", "chance"):
+    for col in ("value", "ci_low", "ci_high", "null_low", "null_high", "p", "p_fdr",
+                "layer_index", "n", "chance"):
         if col in df:
             df[col] = pd.to_numeric(df[col], errors="coerce")
     if "layer" in df and "layer_index" not in df:

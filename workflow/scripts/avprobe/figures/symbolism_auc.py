@@ -7,6 +7,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from . import style
 from .common import (
@@ -15,6 +16,7 @@ from .common import (
 )
 from .style import apply, empty_figure, plt
 
+NULL_COLOR = "0.88"
 METRIC_LABEL = {"auc": "ROC-AUC", "tau_label": "Kendall τ (label)",
                 "tau_sharpness": "Kendall τ (sharpness)", "delta_p_kb": "ΔP kiki/bouba"}
 
@@ -28,13 +30,16 @@ def symbolism_auc(df: pd.DataFrame, models: Mapping | None = None, metric: str =
     """ROC-AUC of the sharp/round split per model and layer, speech and text side by side.
 
     Reads the symbolism table: ``model, layer, layer_index, metric, value, ci_low, ci_high,
-    p`` (+ ``p_fdr``) plus ``direction`` (facets, one row each), ``form`` (speech|text: filled
-    vs hollow markers side by side) and ``voice``: the pooled rows (``"all"``/missing) are the
-    markers with CIs; with ``voices`` true, each single voice's value is a small pale dot to
-    the right of its pooled marker (the spread across voices). Vertical lines span exactly
-    ``[ci_low, ci_high]``; stars above them mark p < .05/.01/.001 (FDR-corrected ``p_fdr``
-    when the table has it, else ``p``); the dash-dotted line is chance (0.5 for AUC, 0
-    otherwise).
+    p`` (+ ``p_fdr``, ``null_low``, ``null_high``) plus ``direction`` (facets, one row each),
+    ``form`` (speech|text: filled vs hollow markers side by side) and ``voice``: the pooled
+    rows (``"all"``/missing) are the markers with CIs; with ``voices`` true, each single
+    voice's value is a small pale dot to the right of its pooled marker (the spread across
+    voices). Vertical lines span exactly ``[ci_low, ci_high]``; a wide pale bar behind each
+    marker spans ``[null_low, null_high]``, the central 95% of the cross-modal null (anchor
+    labels shuffled: the symbolism module docstring). Stars above the CIs mark the primary
+    p < .05/.01/.001 (FDR-corrected ``p_fdr`` when the table has it, else ``p``; never
+    ``p_item_label``, which does not test the cross-modal claim); the dash-dotted line is
+    chance (0.5 for AUC, 0 otherwise).
     """
     apply()
     d = clean(df)
@@ -88,7 +93,7 @@ def symbolism_auc(df: pd.DataFrame, models: Mapping | None = None, metric: str =
     fig, axes = plt.subplots(len(directions), 1, squeeze=False, sharex=True, sharey=True,
                              figsize=(width, 1.75 * len(directions) + 0.85))
     lo_all, hi_all = [chance], [chance]
-    any_voice = any_star = False
+    any_voice = any_star = any_null = False
     for ax, direction in zip(axes[:, 0], directions):
         dd = d[d["direction"] == direction]
         vv = per_voice[per_voice["direction"] == direction]
@@ -104,6 +109,13 @@ def symbolism_auc(df: pd.DataFrame, models: Mapping | None = None, metric: str =
                     ax.plot(xs, sub["value"], color=s.color, linestyle=s.linestyle,
                             linewidth=0.8, alpha=0.7, zorder=1.5, gid=f"trend:{m}:{form}")
                 for xi, (_, r) in zip(xs, sub.iterrows()):
+                    n_lo, n_hi = r.get("null_low"), r.get("null_high")
+                    if not (isna(n_lo) or isna(n_hi)):
+                        any_null = True
+                        ax.vlines([xi], [n_lo], [n_hi], colors=[NULL_COLOR], linewidth=5.0,
+                                  zorder=1.2, gid=f"null:{m}:{r['layer']}:{form}")
+                        lo_all.append(n_lo)
+                        hi_all.append(n_hi)
                     ci_segments(ax, xi, r.get("ci_low"), r.get("ci_high"), s.color,
                                 gid=f"ci:{m}:{r['layer']}:{form}")
                     filled = form == forms[0]
@@ -180,6 +192,8 @@ def symbolism_auc(df: pd.DataFrame, models: Mapping | None = None, metric: str =
         handles.append(Line2D([], [], linestyle="none", marker="o", markersize=2.2,
                               markeredgewidth=0, color="0.55", label="single voices"))
     handles.append(chance_handle(f"chance ({chance:g})"))
+    if any_null:
+        handles.append(Patch(color=NULL_COLOR, label="95% of null (anchor labels shuffled)"))
     if any_star:
         p_name = "p (FDR)" if sig_cols[0] == "p_fdr" else "p"
         handles.append(Line2D([], [], linestyle="none",
