@@ -349,6 +349,21 @@ def test_spoken_words_localise_planted_objects_and_a_transposed_grid_does_not(sp
     assert flipped.loc["pointing_game", "value"] < pg["value"] - 0.3
     assert flipped.loc["localisation_auc", "value"] < auc["value"] - 0.2
 
+    # the figure and the summary show the speech rows (per word) beside a text model's
+    from avprobe.figures.dense_heatmaps import draw
+    from avprobe.summary import summarize
+
+    text = dense.run_dense(d / "scenes.parquet", d / "shapes.parquet", d / "words.parquet", d / "x.parquet",
+                           d / "x.npz", model="text-oracle", spec={"family": "oracle_plugin:load",
+                                                                   "towers": ["text", "image"]},
+                           cfg={"examples": 3}, n_bootstrap=50, n_permutations=50, seed=0)
+    assert set(text["query_form"]) == {"text"} and set(text["query_unit"]) == {"phrase"}
+    fig = draw({"examples": [str(d / "s.npz"), str(d / "x.npz")], "tables": [str(d / "s.parquet"), str(d / "x.parquet")]})
+    titles = [sf._suptitle.get_text() for sf in fig.subfigs]
+    assert "spoken captions on scenes (per word)" in titles[0] and "object phrases" in titles[1]
+    md = summarize({"dense": [str(d / "s.parquet"), str(d / "x.parquet")]}, {}, d / "summary.md")
+    assert "speech (word)" in md and "speech (caption)" in md and "text (phrase)" in md
+
 
 def test_speech_queries_follow_the_word_times():
     import json
@@ -384,3 +399,29 @@ def test_frames_and_volumes():
     assert cos[0, 0, 0, 0] == pytest.approx(dense.similarity_map(frames[0], grid)[0, 0], rel=1e-5)
     m = dense.speech_map(vol, [1, 3])
     assert m == pytest.approx(vol[[1, 3]].max(-1).mean(0), rel=1e-6)
+
+
+def test_the_query_form_follows_the_models_spaces_and_can_be_set():
+    from avprobe import plan
+
+    models = {"clip": {"family": "clip", "towers": ["text", "image"]},
+              "dav": {"family": "densav", "towers": ["audio", "image"]},
+              "av": {"family": "lab.mod:load", "towers": ["audio", "image", "text"],
+                     "spaces": [{"name": "audio_image", "towers": ["audio", "image"]},
+                                {"name": "text_image", "towers": ["text", "image"]}]}}
+    cfg = {"models": models, "analysis": {"dense": {"models": ["clip", "dav"]}}}
+    plan.check_dense(cfg)
+    assert plan.dense_params(cfg, "clip") == {"query": "text", "words": "pseudoword_text", "space": "text_image",
+                                              "space_layer": "joint"}
+    assert plan.dense_params(cfg, "dav") == {"query": "speech", "words": "pseudowords", "space": "audio_image",
+                                             "space_layer": "joint"}
+    # a model with both: text by default, speech on request (then the space joining audio and image)
+    assert plan.dense_query(cfg, "av") == "text"
+    speech = {"models": models, "analysis": {"dense": {"models": ["av"], "query": "speech"}}}
+    assert plan.dense_params(speech, "av")["space"] == "audio_image"
+    # written words with spoken queries need one space joining all three towers
+    mixed = {"models": models, "analysis": {"dense": {"models": ["dav"], "words": "pseudoword_text"}}}
+    with pytest.raises(plan.ConfigError, match="missing \\['text'\\]"):
+        plan.check_dense(mixed)
+    with pytest.raises(plan.ConfigError, match="missing \\['audio'\\]"):
+        plan.check_dense({"models": models, "analysis": {"dense": {"models": ["clip"], "query": "speech"}}})
