@@ -425,3 +425,16 @@ def test_the_query_form_follows_the_models_spaces_and_can_be_set():
         plan.check_dense(mixed)
     with pytest.raises(plan.ConfigError, match="missing \\['audio'\\]"):
         plan.check_dense({"models": models, "analysis": {"dense": {"models": ["clip"], "query": "speech"}}})
+
+
+def test_word_times_move_onto_the_trimmed_clip():
+    from avprobe.stimuli.word_times import clip_word_times, from_json, to_json
+
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=16000).astype(np.float32)
+    clip = 0.5 * reference[3200:12000] * np.minimum(1.0, np.arange(8800) / 160.0)  # trimmed, scaled, faded in
+    words = [("a", 0.1, 0.3), ("red", 0.3, 0.6), ("star", 0.6, 0.9)]
+    got = clip_word_times(words, clip, reference, 16000)
+    assert [w["word"] for w in got] == ["a", "red", "star"]
+    assert [(w["start"], w["end"]) for w in got] == [(0.0, 0.1), (0.1, 0.4), (0.4, 0.55)]
+    assert from_json(to_json(got)) == got and from_json(None) == [] and from_json("[]") == []
