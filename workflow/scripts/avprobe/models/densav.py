@@ -57,7 +57,6 @@ import numpy as np
 from .base import (
     JOINT,
     Adapter,
-    lengths_to_mask,
     pool,
     resolve_dtype,
     select_device,
