@@ -123,6 +123,7 @@ rule dense_maps:
         model=lambda wildcards: wildcards.model,
         spec=lambda wildcards: MODELS[wildcards.model],
         cfg=config["analysis"]["dense"],
+        settings=lambda wildcards: DENSE_PARAMS[wildcards.model],
         n_permutations=config["analysis"]["n_permutations"],
         n_bootstrap=config["analysis"]["n_bootstrap"],
         seed=config["seed"],

@@ -36,6 +36,8 @@ SYMBOLISM_FORMS = plan.symbolism_forms_entries(config)
 RETRIEVAL_SPACE = {n: plan.space_params(plan.retrieval_space(config, e)) for n, e in RETRIEVAL.items()}
 # Models whose patch features make dense similarity maps (analysis.dense.models).
 DENSE = plan.dense_models(config)
+# Per dense model: {query: text | speech, words, space, space_layer} (plan.dense_params).
+DENSE_PARAMS = {m: plan.dense_params(config, m) for m in DENSE}
 # The speech recogniser of the cascade (asr.model), or None: then no transcript set is built.
 ASR_MODEL = plan.asr_model(config)
 # Models whose extractions run as N resumable shard jobs, merged at the end (shards: N > 1).
@@ -116,13 +118,18 @@ def rsa_inputs(wildcards):
 
 
 def dense_inputs(wildcards):
-    """Scenes (localisation), shapes and the reference words (examples), and the weights."""
-    return {
+    """Scenes (localisation), shapes and the reference words (examples), the spoken captions
+    when speech prompts the maps, and the weights."""
+    settings = DENSE_PARAMS[wildcards.model]
+    inputs = {
         "scenes": manifest("scenes"),
         "shapes": manifest("shapes"),
-        "words": manifest(config["analysis"]["dense"]["words"]),
+        "words": manifest(settings["words"]),
         **model_weights(wildcards.model),
     }
+    if settings["query"] == "speech":
+        inputs["captions"] = manifest("captions")
+    return inputs
 
 
 def symbolism_inputs(wildcards):

@@ -207,3 +207,234 @@ def test_run_dense_refuses_a_model_without_dense_features(stimuli):
     with pytest.raises(ValueError, match="tower"):
         dense.run_dense(d / "scenes.parquet", d / "shapes.parquet", d / "words.parquet", d / "t.parquet",
                         d / "e.npz", model="oracle", spec={"family": "oracle_plugin:load", "towers": ["image"]})
+
+
+# ---------------------------------------------------------------------------------------------
+# Speech-prompted maps
+# ---------------------------------------------------------------------------------------------
+
+SPEECH_ORACLE = '''
+import numpy as np
+from avprobe.models.base import Adapter
+from avprobe.stimuli.scenes import COLOURS
+
+TONES = {c: 400.0 + 150.0 * k for k, c in enumerate(COLOURS)}  # a colour word is a pure tone
+FRAME = 1600  # 0.1 s at 16 kHz
+
+
+def chroma(rgb):
+    rgb = np.asarray(rgb, dtype=np.float64)
+    return rgb - rgb.mean(axis=-1, keepdims=True)
+
+
+class SpeechOracle(Adapter):
+    """Audio frames carry the chroma of the colour whose tone sounds in them (silence: 0);
+    patches their mean chroma. ``transpose`` returns every patch grid transposed."""
+
+    family = "speech_oracle"
+    natural_towers = ("audio", "image")
+    supports_dense = True
+    transpose = False
+
+    def input_sample_rate(self, tower="audio"):
+        return 16000
+
+    def layers(self, tower):
+        return ["joint"]
+
+    def _frames(self, wave):
+        out = []
+        for lo in range(0, len(wave) - FRAME + 1, FRAME):
+            x = wave[lo:lo + FRAME]
+            if np.abs(x).max() < 1e-3:
+                out.append(np.zeros(3))
+                continue
+            freq = np.fft.rfftfreq(FRAME, 1 / 16000)[np.argmax(np.abs(np.fft.rfft(x)))]
+            colour = min(TONES, key=lambda c: abs(TONES[c] - freq))
+            out.append(chroma(COLOURS[colour]))
+        return np.array(out)
+
+    def _embed(self, tower, items, names):
+        if tower == "audio":
+            return {"joint": np.array([self._frames(w).mean(0) for w in items])}
+        return {"joint": np.array([chroma(x.reshape(-1, 3)).mean(0) for x in items])}
+
+    def _dense(self, tower, items):
+        if tower == "audio":
+            return [self._frames(w) for w in items]
+        grids = []
+        for x in items:
+            h = x.shape[0] // 8
+            g = chroma(x[: h * 8, : h * 8]).reshape(8, h, 8, h, 3).mean(axis=(1, 3))
+            grids.append(g.transpose(1, 0, 2) if self.transpose else g)
+        return grids
+
+
+def load(name, spec, model_dir=None, device="cpu"):
+    adapter = SpeechOracle(name, spec, kind="baseline", revision="oracle")
+    adapter.transpose = bool(spec.get("transpose"))
+    return adapter
+'''
+
+
+def _tone_captions(scenes_manifest, out_dir, manifest_path):
+    """One spoken caption per object, "a <colour> shape": silence, then the colour's tone
+    (0.3 s) where the word is, then silence; word times as the TTS would give them."""
+    import json
+
+    import soundfile as sf
+
+    from avprobe.io import read_manifest
+
+    tones = {c: 400.0 + 150.0 * k for k, c in enumerate(__import__("avprobe.stimuli.scenes", fromlist=["COLOURS"]).COLOURS)}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for scene in read_manifest(scenes_manifest).to_dict("records"):
+        for k, o in enumerate(json.loads(scene["objects"])):
+            sid = f"{scene['stimulus_id']}-c{k}"
+            t = np.arange(int(0.3 * 16000)) / 16000
+            wave = np.concatenate([np.zeros(3200), 0.3 * np.sin(2 * np.pi * tones[o["colour"]] * t),
+                                   np.zeros(4800)]).astype(np.float32)
+            sf.write(out_dir / f"{sid}.wav", wave, 16000, subtype="FLOAT")
+            times = [{"word": "a", "start": 0.0, "end": 0.2}, {"word": o["colour"], "start": 0.2, "end": 0.5},
+                     {"word": "shape", "start": 0.5, "end": 0.8}]
+            rows.append({"stimulus_id": sid, "image_id": scene["stimulus_id"], "text": f"a {o['colour']} shape",
+                         "path": f"{out_dir.name}/{sid}.wav", "word_times": json.dumps(times)})
+    write_parquet(pd.DataFrame(rows), manifest_path)
+
+
+@pytest.fixture()
+def speech_stimuli(stimuli):
+    import soundfile as sf
+
+    d = stimuli
+    (d / "speech_oracle_plugin.py").write_text(SPEECH_ORACLE)
+    _tone_captions(d / "scenes.parquet", d / "captions", d / "captions.parquet")
+    (d / "words").mkdir()
+    t = np.arange(8000) / 16000
+    for w, f in (("kiki", 400.0), ("bouba", 550.0)):
+        sf.write(d / "words" / f"{w}-v.wav", (0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32), 16000)
+    write_parquet(pd.DataFrame({"stimulus_id": ["kiki-v", "bouba-v"], "word": ["kiki", "bouba"],
+                                "is_reference": True, "label": ["sharp", "round"],
+                                "path": ["words/kiki-v.wav", "words/bouba-v.wav"]}), d / "spoken_words.parquet")
+    yield d
+    sys.modules.pop("speech_oracle_plugin", None)
+
+
+def _speech_run(d, transpose=False, out="s"):
+    return dense.run_dense(d / "scenes.parquet", d / "shapes.parquet", d / "spoken_words.parquet",
+                           d / f"{out}.parquet", d / f"{out}.npz", model="oracle",
+                           spec={"family": "speech_oracle_plugin:load", "towers": ["audio", "image"],
+                                 "transpose": transpose},
+                           cfg={"examples": 3}, words_set="pseudowords", query="speech",
+                           captions_manifest=d / "captions.parquet", n_bootstrap=200, n_permutations=300, seed=0)
+
+
+def test_spoken_words_localise_planted_objects_and_a_transposed_grid_does_not(speech_stimuli):
+    d = speech_stimuli
+    table = _speech_run(d)
+    assert set(table["query_form"]) == {"speech"} and set(table["query_unit"]) == {"word", "caption"}
+    word = table[table["query_unit"] == "word"].set_index("metric")
+    pg, auc = word.loc["pointing_game"], word.loc["localisation_auc"]
+    # as for the text oracle: a patch that an object barely touches has the object's chroma too
+    # (cosine ignores how much), so ties at the maximum cost the pointing game a little
+    assert pg["value"] > 0.85 and auc["value"] > 0.9
+    assert pg["p"] < 0.01 and auc["p"] < 0.01 and pg["chance"] < pg["value"] - 0.2
+    z = np.load(d / "s.npz")
+    assert str(z["query_form"]) == "speech" and str(z["query_unit"]) == "word"
+    assert z["query_maps"].shape[1:] == (8, 8) and z["word_maps"].shape == (2, 3, 8, 8)
+    assert str(z["word_form"]) == "speech" and list(z["word_text"]) == ["kiki", "bouba"]
+
+    flipped = _speech_run(d, transpose=True, out="t").query("query_unit == 'word'").set_index("metric")
+    assert flipped.loc["pointing_game", "value"] < pg["value"] - 0.3
+    assert flipped.loc["localisation_auc", "value"] < auc["value"] - 0.2
+
+    # the figure and the summary show the speech rows (per word) beside a text model's
+    from avprobe.figures.dense_heatmaps import draw
+    from avprobe.summary import summarize
+
+    text = dense.run_dense(d / "scenes.parquet", d / "shapes.parquet", d / "words.parquet", d / "x.parquet",
+                           d / "x.npz", model="text-oracle", spec={"family": "oracle_plugin:load",
+                                                                   "towers": ["text", "image"]},
+                           cfg={"examples": 3}, n_bootstrap=50, n_permutations=50, seed=0)
+    assert set(text["query_form"]) == {"text"} and set(text["query_unit"]) == {"phrase"}
+    fig = draw({"examples": [str(d / "s.npz"), str(d / "x.npz")], "tables": [str(d / "s.parquet"), str(d / "x.parquet")]})
+    titles = [sf._suptitle.get_text() for sf in fig.subfigs]
+    assert "spoken captions on scenes (per word)" in titles[0] and "object phrases" in titles[1]
+    md = summarize({"dense": [str(d / "s.parquet"), str(d / "x.parquet")]}, {}, d / "summary.md")
+    assert "speech (word)" in md and "speech (caption)" in md and "text (phrase)" in md
+
+
+def test_speech_queries_follow_the_word_times():
+    import json
+
+    scenes = pd.DataFrame({"stimulus_id": ["s1"], "objects": [json.dumps([
+        {"colour": "red", "shape": "circle"}, {"colour": "blue", "shape": "circle"}, {"colour": "red", "shape": "star"}])]})
+    times = [{"word": "a", "start": 0.0, "end": 0.1}, {"word": "red", "start": 0.1, "end": 0.4},
+             {"word": "circle,", "start": 0.4, "end": 0.8}, {"word": "and", "start": 0.8, "end": 0.9},
+             {"word": "stars", "start": 0.9, "end": 1.2}]
+    captions = pd.DataFrame({"stimulus_id": ["s1-c0", "s1-c1"], "image_id": ["s1", "s1"],
+                             "text": ["a red circle, and stars", "there are three shapes"],
+                             "word_times": [json.dumps(times), "[]"]})
+    q = dense.speech_queries(captions, scenes)
+    got = {(r["unit"], r["query"]): (r["start"], r["end"], r["objects"]) for r in q.to_dict("records")}
+    assert got[("word", "red")] == (0.1, 0.4, [0, 2])
+    assert got[("word", "circle,")][2] == [0, 1] and got[("word", "stars")][2] == [2]
+    assert got[("phrase", "red circle,")] == (0.1, 0.8, [0])
+    assert got[("caption", "a red circle, and stars")][2] == [0, 1, 2]
+    assert got[("caption", "there are three shapes")][2] == [0, 1, 2]  # names none: every object
+    assert list(q["unit"]) == sorted(q["unit"], key=["word", "phrase", "caption"].index)
+
+
+def test_frames_and_volumes():
+    assert list(dense.frame_selection(10, 1.0, 0.2, 0.45)) == [2, 3]
+    assert list(dense.frame_selection(10, 1.0, 0.21, 0.24)) == [2]  # no centre inside: the middle's frame
+    assert list(dense.frame_selection(4, 1.0)) == [0, 1, 2, 3]
+    rng = np.random.default_rng(0)
+    frames, grid = rng.normal(size=(5, 4)), rng.normal(size=(3, 2, 4))
+    vol = dense.dense_volume(frames, grid, heads=2, similarity="dot")
+    assert vol.shape == (5, 3, 2, 2)
+    assert vol[1, 2, 0, 1] == pytest.approx(frames[1, 2:] @ grid[2, 0, 2:], rel=1e-5)
+    cos = dense.dense_volume(frames, grid)
+    assert cos[0, 0, 0, 0] == pytest.approx(dense.similarity_map(frames[0], grid)[0, 0], rel=1e-5)
+    m = dense.speech_map(vol, [1, 3])
+    assert m == pytest.approx(vol[[1, 3]].max(-1).mean(0), rel=1e-6)
+
+
+def test_the_query_form_follows_the_models_spaces_and_can_be_set():
+    from avprobe import plan
+
+    models = {"clip": {"family": "clip", "towers": ["text", "image"]},
+              "dav": {"family": "densav", "towers": ["audio", "image"]},
+              "av": {"family": "lab.mod:load", "towers": ["audio", "image", "text"],
+                     "spaces": [{"name": "audio_image", "towers": ["audio", "image"]},
+                                {"name": "text_image", "towers": ["text", "image"]}]}}
+    cfg = {"models": models, "analysis": {"dense": {"models": ["clip", "dav"]}}}
+    plan.check_dense(cfg)
+    assert plan.dense_params(cfg, "clip") == {"query": "text", "words": "pseudoword_text", "space": "text_image",
+                                              "space_layer": "joint"}
+    assert plan.dense_params(cfg, "dav") == {"query": "speech", "words": "pseudowords", "space": "audio_image",
+                                             "space_layer": "joint"}
+    # a model with both: text by default, speech on request (then the space joining audio and image)
+    assert plan.dense_query(cfg, "av") == "text"
+    speech = {"models": models, "analysis": {"dense": {"models": ["av"], "query": "speech"}}}
+    assert plan.dense_params(speech, "av")["space"] == "audio_image"
+    # written words with spoken queries need one space joining all three towers
+    mixed = {"models": models, "analysis": {"dense": {"models": ["dav"], "words": "pseudoword_text"}}}
+    with pytest.raises(plan.ConfigError, match="missing \\['text'\\]"):
+        plan.check_dense(mixed)
+    with pytest.raises(plan.ConfigError, match="missing \\['audio'\\]"):
+        plan.check_dense({"models": models, "analysis": {"dense": {"models": ["clip"], "query": "speech"}}})
+
+
+def test_word_times_move_onto_the_trimmed_clip():
+    from avprobe.stimuli.word_times import clip_word_times, from_json, to_json
+
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=16000).astype(np.float32)
+    clip = 0.5 * reference[3200:12000] * np.minimum(1.0, np.arange(8800) / 160.0)  # trimmed, scaled, faded in
+    words = [("a", 0.1, 0.3), ("red", 0.3, 0.6), ("star", 0.6, 0.9)]
+    got = clip_word_times(words, clip, reference, 16000)
+    assert [w["word"] for w in got] == ["a", "red", "star"]
+    assert [(w["start"], w["end"]) for w in got] == [(0.0, 0.1), (0.1, 0.4), (0.4, 0.55)]
+    assert from_json(to_json(got)) == got and from_json(None) == [] and from_json("[]") == []

@@ -484,7 +484,7 @@ DENSE_FAMILIES = tuple(n for n, f in FAMILIES.items() if f.dense)
 
 def check_dense(config: dict) -> None:
     """``analysis.dense.models``: known models with dense features in a space joining the image
-    tower and the tower of the query words."""
+    tower, the tower of the queries (text phrases or spoken captions) and that of the words."""
     dense = config["analysis"].get("dense") or {}
     models = config["models"]
     for name in dense.get("models", []):
@@ -498,12 +498,47 @@ def check_dense(config: dict) -> None:
         dense_space(config, name)
 
 
-def dense_space(config: dict, model: str) -> Space:
-    """The space dense maps of ``model`` are computed in: it joins image, text (the object
-    phrases of the scenes) and the modality of ``analysis.dense.words``."""
+#: The query set of each dense query form, and the words set that goes with it under ``auto``.
+DENSE_QUERY_TOWER = {"text": "text", "speech": "audio"}
+DENSE_WORDS_FOR = {"text": "pseudoword_text", "speech": "pseudowords"}
+
+
+def dense_query(config: dict, model: str) -> str:
+    """How ``model``'s dense maps are prompted: ``text`` (object phrases) or ``speech`` (the
+    spoken captions). ``analysis.dense.query: auto`` (the default) takes text when one of the
+    model's spaces joins text and image, else speech when one joins audio and image."""
     dense = config["analysis"].get("dense") or {}
-    towers = {"text", "image", modality(dense.get("words", "pseudoword_text"))}
+    query = dense.get("query", "auto") or "auto"
+    if query != "auto":
+        return query
+    spaces = spaces_of(config["models"][model])
+    for form in ("text", "speech"):
+        if any({"image", DENSE_QUERY_TOWER[form]} <= set(s.towers) for s in spaces):
+            return form
+    towers = set(config["models"][model].get("towers") or ())
+    return "speech" if "audio" in towers and "text" not in towers else "text"
+
+
+def dense_words(config: dict, model: str) -> str:
+    """The words set of the kiki/bouba example maps (``auto``: spoken words for speech queries)."""
+    dense = config["analysis"].get("dense") or {}
+    words = dense.get("words", "auto") or "auto"
+    return DENSE_WORDS_FOR[dense_query(config, model)] if words == "auto" else words
+
+
+def dense_space(config: dict, model: str) -> Space:
+    """The space dense maps of ``model`` are computed in: it joins the image tower, the tower of
+    the queries (text for object phrases, audio for spoken captions, :func:`dense_query`) and
+    the modality of the words (:func:`dense_words`)."""
+    dense = config["analysis"].get("dense") or {}
+    towers = {"image", DENSE_QUERY_TOWER[dense_query(config, model)], modality(dense_words(config, model))}
     return resolve_space(config, model, towers, "analysis.dense.models", dense.get("space"))
+
+
+def dense_params(config: dict, model: str) -> dict:
+    """What a dense job is told of its model: ``{query, words, space, space_layer}``."""
+    return {"query": dense_query(config, model), "words": dense_words(config, model),
+            **space_params(dense_space(config, model))}
 
 
 def dense_models(config: dict) -> list[str]:

@@ -163,14 +163,20 @@ def summarize(
 
     dense = _read(tables.get("dense", []))
     if not dense.empty:
-        lines += ["## Dense maps: object phrases on scenes (patch features in the shared space)", "",
-                  "Chance: the same score with the maps of a scene's phrases swapped among them "
-                  "(p tests against it); no-map: a map without spatial information.", ""]
-        rows = [[_display(models, r["model"]), str(r["metric"]), str(r.get("grid", "")), _fmt(r["value"]), _ci(r),
+        lines += ["## Dense maps: objects on scenes from text phrases or spoken captions (patch features in "
+                  "the shared space)", "",
+                  "Chance: the same score with the maps of a scene's queries swapped among them "
+                  "(p tests against it); no-map: a map without spatial information. Query: text phrases, "
+                  "or spoken captions per word, colour+shape phrase or whole caption.", ""]
+        if "query_form" not in dense:
+            dense = dense.assign(query_form="text", query_unit="phrase")
+        dense = dense.assign(query_form=dense["query_form"].fillna("text"), query_unit=dense["query_unit"].fillna("phrase"))
+        rows = [[_display(models, r["model"]), f"{r['query_form']} ({r['query_unit']})", str(r["metric"]),
+                 str(r.get("grid", "")), _fmt(r["value"]), _ci(r),
                  _fmt(r.get("chance")), _fmt(r.get("chance_uniform")), _fmt(r["p"], 4), str(int(r["n"]))]
-                for _, r in dense.sort_values(["model", "metric"]).iterrows()]
+                for _, r in dense.sort_values(["model", "query_form", "query_unit", "metric"]).iterrows()]
         lines += _markdown_table(
-            ["model", "metric", "patches", "value", "95% CI", "chance", "no-map", "p", "queries"], rows
+            ["model", "query", "metric", "patches", "value", "95% CI", "chance", "no-map", "p", "queries"], rows
         ) + [""]
 
     ret = _read(tables.get("retrieval", []))

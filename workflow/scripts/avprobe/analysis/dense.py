@@ -32,6 +32,29 @@ patch. Two uses:
   ``pseudoword_text`` through the text tower, or ``pseudowords`` clips through the audio tower
   of a model that has one), with the images, maps and region masks.
 
+**Queries from speech** (``query = "speech"``, for a model whose audio tower has dense
+features in a space with the image tower, e.g. DenseAV): the *spoken* captions of each scene
+(the ``captions`` set) are the queries. A map is computed from the caption's dense audio frames
+``(T, D)`` and the image's patch grid: the similarity volume ``(T, rows, cols, heads)`` (the
+adapter's own similarity: ``dense_similarity = "dot"`` for DenseAV's inner products, cosine
+otherwise; ``dense_heads`` heads, default 1), **max over heads**, then the **mean over the
+frames** of the span (DenseAV's aggregation without the pooling over space, which the map
+keeps). Three units (``query_unit`` column; each its own rows and its own phrase-swap null):
+
+* ``word``: each colour or shape word of a caption, over the frames it is spoken in (word
+  boundaries from the TTS, the manifest's ``word_times``; a frame counts when its centre lies in
+  the word); its region is every object of the scene with that colour, or that shape;
+* ``phrase``: a colour word directly followed by a shape word ("red circle"), region the
+  objects with both;
+* ``caption``: the whole clip; region the union of the objects its colour and shape words name
+  (every object for a caption that names none, e.g. "there are three shapes"). This is the only
+  unit when word times are unknown.
+
+Frames are taken to cover the clip evenly (frame ``i`` of ``T`` spans ``[i, i + 1) · duration / T``).
+The kiki/bouba examples use the same maps over the spoken reference words (all frames).
+With ``query = "text"`` (the default for models with a text tower) everything is as above, and
+the table rows say ``query_form`` text, ``query_unit`` phrase.
+
 The patch grid is taken to cover the whole image (square stimuli, as CLIP's processor resizes
 and centre-crops them).
 """
@@ -55,12 +78,16 @@ log = logging.getLogger("avprobe")
 
 DEFAULTS = {
     "words": "pseudoword_text",
+    "query": "text",
     "object_template": "a {colour} {shape}",
     "min_coverage": 0.1,
     "examples": 4,
     "batch_size": 16,
 }
 METRICS = ("pointing_game", "localisation_auc")
+QUERY_FORMS = ("text", "speech")
+#: Units of speech queries, in the order of the table's rows.
+SPEECH_UNITS = ("word", "phrase", "caption")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,6 +275,111 @@ def example_shapes(shapes: pd.DataFrame, n: int) -> pd.DataFrame:
     return shapes.loc[picks].reset_index(drop=True)
 
 
+def _content(word: str) -> tuple[str, str] | None:
+    """``("colour", name)`` or ``("shape", name)`` for a colour or shape word (plurals too)."""
+    from ..stimuli.scenes import COLOURS, SHAPES
+
+    w = str(word).lower().strip(".,;:!?\"'")
+    if w in COLOURS:
+        return ("colour", w)
+    for shape in SHAPES:
+        if w in (shape, shape + "s"):
+            return ("shape", shape)
+    return None
+
+
+def _matching(objects: list[dict], **attrs) -> list[int]:
+    return [k for k, o in enumerate(objects) if all(o[a] == v for a, v in attrs.items())]
+
+
+def speech_queries(captions: pd.DataFrame, scenes: pd.DataFrame) -> pd.DataFrame:
+    """The speech queries of the spoken captions: one row per (caption, unit, span).
+
+    Columns: image_id, caption_id, unit (word | phrase | caption), query (the words, or the
+    caption), caption (its text), start, end (seconds in the clip; NaN for a whole caption),
+    objects (indices of the scene's objects the span names). Spans that name no object of the
+    scene are left out. ``word_times`` (JSON, :mod:`avprobe.stimuli.word_times`) gives the words
+    and their times; a caption without them gives its ``caption`` row only.
+    """
+    from ..stimuli.word_times import from_json
+
+    objects_of = {str(r["stimulus_id"]): json.loads(r["objects"]) for r in scenes.to_dict("records")}
+    rows = []
+    for cap in captions.to_dict("records"):
+        image_id = str(cap["image_id"])
+        if image_id not in objects_of:
+            continue
+        objects = objects_of[image_id]
+        base = {"image_id": image_id, "caption_id": str(cap["stimulus_id"]), "caption": str(cap["text"])}
+        named: set[int] = set()
+        for token in str(cap["text"]).split():
+            c = _content(token)
+            if c is not None:
+                named.update(_matching(objects, **{c[0]: c[1]}))
+        times = from_json(cap.get("word_times"))
+        for i, w in enumerate(times):
+            c = _content(w["word"])
+            if c is None:
+                continue
+            indices = _matching(objects, **{c[0]: c[1]})
+            if indices:
+                rows.append({**base, "unit": "word", "query": c[1] if c[0] == "colour" else str(w["word"]).lower(),
+                             "start": float(w["start"]), "end": float(w["end"]), "objects": indices})
+            nxt = _content(times[i + 1]["word"]) if i + 1 < len(times) else None
+            if c[0] == "colour" and nxt is not None and nxt[0] == "shape":
+                indices = _matching(objects, colour=c[1], shape=nxt[1])
+                if indices:
+                    rows.append({**base, "unit": "phrase", "query": f"{c[1]} {times[i + 1]['word'].lower()}",
+                                 "start": float(w["start"]), "end": float(times[i + 1]["end"]), "objects": indices})
+        rows.append({**base, "unit": "caption", "query": str(cap["text"]), "start": np.nan, "end": np.nan,
+                     "objects": sorted(named) if named else list(range(len(objects)))})
+    columns = ["image_id", "caption_id", "unit", "query", "caption", "start", "end", "objects"]
+    out = pd.DataFrame(rows, columns=columns)
+    order = {u: i for i, u in enumerate(SPEECH_UNITS)}
+    return out.sort_values("unit", key=lambda u: u.map(order), kind="stable").reset_index(drop=True)
+
+
+def dense_volume(frames: np.ndarray, grid: np.ndarray, heads: int = 1, similarity: str = "cosine") -> np.ndarray:
+    """``(T, rows, cols, heads)`` similarities of ``(T, D)`` query frames to a ``(rows, cols, D)``
+    patch grid; head ``k`` compares channels ``[k D/K, (k+1) D/K)``. ``similarity``: ``cosine``
+    (per head, vectors L2-normalised) or ``dot`` (raw inner products, DenseAV's own)."""
+    frames, grid = np.asarray(frames, np.float64), np.asarray(grid, np.float64)
+    if frames.ndim != 2 or grid.ndim != 3 or frames.shape[1] != grid.shape[2] or frames.shape[1] % heads:
+        raise ValueError(f"query frames (T, D) {frames.shape} and a patch grid (rows, cols, D) {grid.shape} with D "
+                         f"divisible by {heads} heads are needed")
+    t, d = frames.shape
+    a = frames.reshape(t, heads, d // heads)
+    v = grid.reshape(grid.shape[0], grid.shape[1], heads, d // heads)
+    if similarity == "cosine":
+        a, v = stats.l2_normalize(a), stats.l2_normalize(v)
+    elif similarity != "dot":
+        raise ValueError(f"similarity {similarity!r} is not cosine or dot")
+    return np.einsum("tkc,rwkc->trwk", a, v).astype(np.float32)
+
+
+def frame_selection(n_frames: int, duration: float, start: float | None = None, end: float | None = None) -> np.ndarray:
+    """Indices of the frames (evenly covering ``duration`` seconds) whose centre lies in
+    ``[start, end)``; all frames when the span is not given; the frame under the span's middle
+    when no centre falls inside it."""
+    if start is None or end is None or not np.isfinite(start) or not np.isfinite(end):
+        return np.arange(n_frames)
+    centres = (np.arange(n_frames) + 0.5) * duration / n_frames
+    inside = np.flatnonzero((centres >= start) & (centres < end))
+    if inside.size:
+        return inside
+    middle = 0.5 * (start + end)
+    return np.array([min(n_frames - 1, max(0, int(middle * n_frames / max(duration, 1e-9))))])
+
+
+def speech_map(volume: np.ndarray, frames: np.ndarray | None = None) -> np.ndarray:
+    """A ``(rows, cols)`` map from a ``(T, rows, cols, heads)`` volume: max over heads, then the
+    mean over the selected frames (all by default)."""
+    v = np.asarray(volume, np.float64)
+    if frames is not None:
+        v = v[np.asarray(frames)]
+    return v.max(axis=-1).mean(axis=0).astype(np.float32)
+
+
 # ---------------------------------------------------------------------------------------------
 # The job
 # ---------------------------------------------------------------------------------------------
@@ -280,6 +412,29 @@ def _thumbnail(image: np.ndarray, size: int = 224) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
+def _adapter_similarity(adapter) -> tuple[int, str]:
+    """How an adapter compares dense features: ``(heads, "cosine" | "dot")``."""
+    return int(getattr(adapter, "dense_heads", 1) or 1), str(getattr(adapter, "dense_similarity", "cosine"))
+
+
+def _localise_text(adapter, queries: pd.DataFrame, grids: dict, batch_size: int) -> list[np.ndarray]:
+    q_vecs = _query_vectors(adapter, "text", queries["query"].tolist(), batch_size)
+    return [similarity_map(vec, grids[q["image_id"]]) for q, vec in zip(queries.to_dict("records"), q_vecs)]
+
+
+def _clips(manifest, paths: Sequence[str]) -> list[tuple[np.ndarray, int]]:
+    from ..extract import load_audio
+
+    return [load_audio(avio.resolve_stimulus_path(manifest, p)) for p in paths]
+
+
+def _speech_frames(adapter, manifest, rows: pd.DataFrame, batch_size: int, desc: str) -> tuple[list, list]:
+    """Dense audio frames ``(T, D)`` and durations (s) of the clips of ``rows``."""
+    clips = _clips(manifest, rows["path"].tolist())
+    frames = _batched(adapter, clips, batch_size, lambda batch: adapter.dense("audio", batch), desc)
+    return frames, [len(w) / float(rate) for w, rate in clips]
+
+
 def run_dense(
     scenes_manifest: str | Path,
     shapes_manifest: str | Path,
@@ -292,6 +447,8 @@ def run_dense(
     model_dir: str | Path | None = None,
     cfg: Mapping | None = None,
     words_set: str = "pseudoword_text",
+    query: str = "text",
+    captions_manifest: str | Path | None = None,
     n_bootstrap: int = 1000,
     n_permutations: int = 1000,
     seed: int = 0,
@@ -299,29 +456,41 @@ def run_dense(
 ) -> pd.DataFrame:
     """Localisation table and example maps of one model (``analysis = "dense"``).
 
-    ``cfg``: ``object_template``, ``min_coverage``, ``examples``, ``batch_size`` (see
+    ``query``: ``text`` (object phrases through the text tower) or ``speech`` (the spoken
+    captions of ``captions_manifest`` through the audio tower's dense frames; see the module
+    docstring). ``cfg``: ``object_template``, ``min_coverage``, ``examples``, ``batch_size`` (see
     :data:`DEFAULTS`). Table columns: the standard ones (set ``scenes``, layer ``joint``) plus
-    chance (the phrase-swap null's mean), chance_uniform, n_swappable, n_images, grid
-    ("rows×cols"), min_coverage, template, kind.
+    query_form, query_unit, chance (the phrase-swap null's mean), chance_uniform, n_swappable,
+    n_images, grid ("rows×cols"), min_coverage, template, kind.
     """
-    from ..extract import load_audio, load_image
+    from ..extract import load_image
     from ..models import load_model
     from ..sets import SET_MODALITY
     from ..stimuli.scenes import object_mask
 
     cfg = {**DEFAULTS, **{k: v for k, v in dict(cfg or {}).items() if v is not None}}
+    if query not in QUERY_FORMS:
+        raise ValueError(f"dense maps: query must be one of {QUERY_FORMS}, got {query!r}")
+    if query == "speech" and captions_manifest is None:
+        raise ValueError("dense maps from speech need the spoken captions' manifest (captions_manifest)")
     batch_size = max(int(cfg["batch_size"]), 1)
     adapter = load_model(model, dict(spec), model_dir=model_dir, device=device)
     word_tower = SET_MODALITY.get(words_set, "text")
-    for tower in ("image", "text", word_tower):
+    query_tower = "text" if query == "text" else "audio"
+    for tower in ("image", query_tower, word_tower):
         if tower not in adapter.towers:
             raise ValueError(f"dense maps with {model!r} need its {tower!r} tower (towers: {list(adapter.towers)})")
     if not getattr(adapter, "supports_dense", False):
         adapter.dense("image", [])  # raises the family's clear error
+    heads, similarity = _adapter_similarity(adapter)
     start = time.perf_counter()
 
     scenes = avio.read_manifest(scenes_manifest).reset_index(drop=True)
-    queries = object_queries(scenes, str(cfg["object_template"]))
+    if query == "text":
+        queries = object_queries(scenes, str(cfg["object_template"])).assign(unit="phrase")
+    else:
+        captions = avio.read_manifest(captions_manifest).reset_index(drop=True)
+        queries = speech_queries(captions, scenes)
     if queries.empty:
         raise ValueError(f"{scenes_manifest}: no scene objects to localise")
     images = {r["stimulus_id"]: load_image(avio.resolve_stimulus_path(scenes_manifest, r["path"]))
@@ -329,48 +498,74 @@ def run_dense(
     ids = list(images)
     grids = dict(zip(ids, _batched(adapter, [images[i] for i in ids], batch_size,
                                    lambda batch: adapter.dense("image", batch), f"{model}/scenes patches")))
-    q_vecs = _query_vectors(adapter, "text", queries["query"].tolist(), batch_size)
     rows_n, cols_n = next(iter(grids.values())).shape[:2]
+    if query == "text":
+        maps = _localise_text(adapter, queries, grids, batch_size)
+    else:
+        used = captions[captions["stimulus_id"].astype(str).isin(set(queries["caption_id"]))]
+        frames, durations = _speech_frames(adapter, captions_manifest, used, batch_size, f"{model}/captions frames")
+        by_caption = dict(zip(used["stimulus_id"].astype(str), zip(frames, durations)))
+        volumes: dict = {}
+        maps = []
+        for q in queries.to_dict("records"):
+            key = (q["caption_id"], q["image_id"])
+            if key not in volumes:
+                volumes[key] = dense_volume(by_caption[q["caption_id"]][0], grids[q["image_id"]], heads, similarity)
+            f, duration = by_caption[q["caption_id"]]
+            maps.append(speech_map(volumes[key], frame_selection(len(f), duration, q["start"], q["end"])))
     scene_rows = scenes.set_index("stimulus_id")
-    maps, positive, masks = [], [], []
-    for q, vec in zip(queries.to_dict("records"), q_vecs):
-        grid = grids[q["image_id"]]
-        maps.append(similarity_map(vec, grid).ravel())
+    flat, positive, masks = [], [], []
+    for q, m in zip(queries.to_dict("records"), maps):
+        flat.append(np.asarray(m).ravel())
         mask = object_mask(scene_rows.loc[q["image_id"]].to_dict(), q["objects"])
         masks.append(mask)
-        positive.append(patch_coverage(mask >= 0.5, *grid.shape[:2]).ravel() >= float(cfg["min_coverage"]))
-    maps, positive = np.stack(maps), np.stack(positive)
-    rows = localisation_inference(maps, positive, queries["image_id"].to_numpy(),
-                                  n_bootstrap=n_bootstrap, n_permutations=n_permutations, seed=seed)
+        positive.append(patch_coverage(mask >= 0.5, rows_n, cols_n).ravel() >= float(cfg["min_coverage"]))
+    maps, positive = np.stack(flat), np.stack(positive)
     layers = adapter.layers("image")
-    for r in rows:
-        r.update(analysis="dense", set="scenes", model=model, layer="joint",
-                 layer_index=layers.index("joint") if "joint" in layers else len(layers) - 1,
-                 n_images=len(ids), grid=f"{rows_n}x{cols_n}", min_coverage=float(cfg["min_coverage"]),
-                 template=str(cfg["object_template"]), kind=adapter.kind)
+    rows = []
+    units = [u for u in (SPEECH_UNITS if query == "speech" else ("phrase",)) if (queries["unit"] == u).any()]
+    for unit in units:
+        sel = (queries["unit"] == unit).to_numpy()
+        unit_rows = localisation_inference(maps[sel], positive[sel], queries.loc[sel, "image_id"].to_numpy(),
+                                           n_bootstrap=n_bootstrap, n_permutations=n_permutations, seed=seed)
+        for r in unit_rows:
+            r.update(analysis="dense", set="scenes" if query == "text" else "captions", model=model, layer="joint",
+                     layer_index=layers.index("joint") if "joint" in layers else len(layers) - 1,
+                     query_form=query, query_unit=unit, n_images=len(ids), grid=f"{rows_n}x{cols_n}",
+                     min_coverage=float(cfg["min_coverage"]),
+                     template=str(cfg["object_template"]) if query == "text" else "spoken captions",
+                     kind=adapter.kind)
+        rows += unit_rows
     table = avio.tidy_table(rows)
     for r in rows:
-        log.info("dense %s: %s = %.3f [%.3f, %.3f] (phrase-swap chance %.3f, p = %.4f; no-map chance "
-                 "%.3f; %d queries on %d scenes, %s patches)", model, r["metric"], r["value"], r["ci_low"],
-                 r["ci_high"], r["chance"], r["p"], r["chance_uniform"], r["n"], len(ids), r["grid"])
+        log.info("dense %s (%s %s): %s = %.3f [%.3f, %.3f] (phrase-swap chance %.3f, p = %.4f; no-map chance "
+                 "%.3f; %d queries on %d scenes, %s patches)", model, query, r["query_unit"], r["metric"], r["value"],
+                 r["ci_low"], r["ci_high"], r["chance"], r["p"], r["chance_uniform"], r["n"], len(ids), r["grid"])
 
-    # Examples for the figure: the first scenes with all their queries; shapes × kiki/bouba.
+    # Examples for the figure: the first scenes with their queries of the finest unit there is;
+    # shapes × kiki/bouba.
     n_examples = int(cfg["examples"])
     hit, auc = localisation_scores(maps, positive)
     ex_ids = ids[:n_examples]
-    sel = queries.index[queries["image_id"].isin(ex_ids).to_numpy() & positive.any(1)].to_numpy()
+    ex_unit = units[0]
+    sel = queries.index[queries["image_id"].isin(ex_ids).to_numpy() & positive.any(1)
+                        & (queries["unit"] == ex_unit).to_numpy()].to_numpy()
     shapes = avio.read_manifest(shapes_manifest)
     shape_rows = example_shapes(shapes, n_examples)
     shape_images = [load_image(avio.resolve_stimulus_path(shapes_manifest, p)) for p in shape_rows["path"]]
     shape_grids = adapter.dense("image", shape_images) if shape_images else []
     refs = reference_words(avio.read_manifest(words_manifest))
-    if word_tower == "audio":
-        items = [load_audio(avio.resolve_stimulus_path(words_manifest, p)) for p in refs["path"]]
+    if word_tower == "audio" and query == "speech":
+        frames, _ = _speech_frames(adapter, words_manifest, refs, batch_size, f"{model}/reference words")
+        word_maps = np.array([[speech_map(dense_volume(f, g, heads, similarity)) for g in shape_grids]
+                              for f in frames], dtype=np.float32)
     else:
-        items = refs["text"].astype(str).tolist()
-    word_vecs = _query_vectors(adapter, word_tower, items, batch_size)
-    word_maps = np.array([[similarity_map(v, g) for g in shape_grids] for v in word_vecs],
-                         dtype=np.float32).reshape(len(word_vecs), len(shape_grids), rows_n, cols_n)
+        items = _clips(words_manifest, refs["path"].tolist()) if word_tower == "audio" \
+            else refs["text"].astype(str).tolist()
+        word_vecs = _query_vectors(adapter, word_tower, items, batch_size)
+        word_maps = np.array([[similarity_map(v, g) for g in shape_grids] for v in word_vecs], dtype=np.float32)
+    word_maps = word_maps.reshape(len(refs), len(shape_grids), rows_n, cols_n)
+    captions_of = queries["caption"] if "caption" in queries else queries["query"]
     with avio.atomic_path(examples_out) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(
@@ -382,6 +577,9 @@ def run_dense(
                 scene_images=np.stack([_thumbnail(images[i]) for i in ex_ids]),
                 query_image=np.array([ex_ids.index(i) for i in queries.loc[sel, "image_id"]], dtype=np.int64),
                 query_text=queries.loc[sel, "query"].to_numpy(dtype=str),
+                query_caption=captions_of.loc[sel].to_numpy(dtype=str),
+                query_form=np.array(query),
+                query_unit=np.array(ex_unit),
                 query_maps=maps[sel].reshape(len(sel), rows_n, cols_n).astype(np.float32),
                 query_masks=np.stack([masks[i] >= 0.5 for i in sel]) if len(sel) else np.zeros((0, 1, 1), bool),
                 query_hit=hit[sel].astype(np.float32),

@@ -1,8 +1,9 @@
 """Figure ``dense_heatmaps``: the image regions a word or a phrase lights up (seed 002).
 
 Per model (one ``<model>.examples.npz`` of the ``dense_maps`` job): the reference words
-*kiki* and *bouba* over sharp and round shapes, and object phrases over scenes with the named
-object's outline; the title gives the model's localisation scores from its table.
+*kiki* and *bouba* (written or spoken) over sharp and round shapes, and object phrases (text)
+or spoken words of the captions over scenes with the named objects' outline; the title gives
+the model's localisation scores from its table (for the unit shown).
 """
 
 from __future__ import annotations
@@ -42,10 +43,13 @@ def _overlay(ax, image: np.ndarray, m: np.ndarray, alpha: float) -> None:
         spine.set_visible(False)
 
 
-def _scores_line(table: pd.DataFrame, model: str) -> str:
+def _scores_line(table: pd.DataFrame, model: str, unit: str | None = None) -> str:
     if table.empty or "model" not in table:
         return ""
-    rows = table[table["model"] == model].set_index("metric")
+    rows = table[table["model"] == model]
+    if unit is not None and "query_unit" in rows:
+        rows = rows[rows["query_unit"].fillna("phrase") == unit]
+    rows = rows.set_index("metric")
     parts = []
     for metric, label in (("pointing_game", "pointing game"), ("localisation_auc", "patch AUC")):
         if metric not in rows.index:
@@ -81,9 +85,11 @@ def dense_heatmaps(examples: Sequence[Mapping], models: Mapping | None = None, *
     for block, e in zip(blocks, examples):
         model = str(e["model"])
         name = styles[model].display if model in styles else model
-        scores = _scores_line(table, model)
-        block.suptitle(f"{name} — object phrases on scenes:\n{scores}" if scores else name, fontsize=7.5,
-                       x=0.01, ha="left")
+        query_form = str(e["query_form"]) if "query_form" in e else "text"
+        unit = str(e["query_unit"]) if "query_unit" in e else "phrase"
+        what = "object phrases on scenes" if query_form == "text" else f"spoken captions on scenes (per {unit})"
+        scores = _scores_line(table, model, unit)
+        block.suptitle(f"{name} — {what}:\n{scores}" if scores else name, fontsize=7.5, x=0.01, ha="left")
         nrows = len(e["word_text"]) + 1
         axes = block.subplots(nrows, ncols, squeeze=False)
         form = str(e["word_form"])
@@ -117,11 +123,11 @@ def dense_heatmaps(examples: Sequence[Mapping], models: Mapping | None = None, *
             verdict = "hit" if e["query_hit"][k] >= 0.5 else "miss"
             ax.set_title(f"“{e['query_text'][k]}”\n{verdict}, AUC {e['query_auc'][k]:.2f}", fontsize=6.5)
             if j == 0:
-                ax.set_ylabel("object phrase (text)", fontsize=7)
+                ax.set_ylabel("object phrase (text)" if query_form == "text" else f"spoken {unit}", fontsize=7)
         mappable = plt.cm.ScalarMappable(cmap=CMAP, norm=plt.Normalize(0, 1))
         bar = block.colorbar(mappable, ax=axes, fraction=0.025, pad=0.01, ticks=[0, 1])
         bar.ax.set_yticklabels(["min", "max"])
-        bar.set_label("cosine similarity (per map)", fontsize=6.5)
+        bar.set_label("similarity (min–max per map)", fontsize=6.5)
     return fig
 
 

@@ -37,6 +37,8 @@ CHARS_UTF8 = 1
 PHONEMES = 0x100  # text inside [[ ]] is read as phoneme mnemonics
 POS_CHARACTER = 1
 EVENT_LIST_TERMINATED = 0
+EVENT_WORD = 1
+EVENT_END = 5
 EVENT_PHONEME = 7
 PARAM_RATE = 1
 PARAM_PITCH = 3
@@ -97,6 +99,7 @@ class EspeakLibrary:
     def __init__(self, library_path: str, data_path: str):
         self._chunks: list[bytes] = []
         self._phonemes: list[str] = []
+        self._words: list[list] = []
         # Kept on the instance: ctypes callbacks must outlive every call that may use them.
         self._callback = SYNTH_CALLBACK(self._on_audio)
         self.lib = lib = ctypes.CDLL(library_path)
@@ -142,13 +145,19 @@ class EspeakLibrary:
         while events[i].type != EVENT_LIST_TERMINATED:
             if events[i].type == EVENT_PHONEME:
                 self._phonemes.append(events[i].id.decode("utf-8", "replace"))
+            elif events[i].type in (EVENT_WORD, EVENT_END):
+                # [kind, 1-based character position, length in characters, time in ms]
+                e = events[i]
+                self._words.append(["word" if e.type == EVENT_WORD else "end", e.text_position, e.length,
+                                    e.audio_position])
             i += 1
         return 0  # 0 = go on
 
     def speak(self, voice: str, spoken: str, phonemes: bool, rate=None, pitch=None) -> tuple[bytes, str]:
-        """Synthesise in this process: int16 samples and the IPA phonemes spoken."""
+        """Synthesise in this process: int16 samples and the IPA phonemes spoken (the word and
+        clause-end events of the last call are in ``self._words``)."""
         lib = self.lib
-        self._chunks, self._phonemes = [], []
+        self._chunks, self._phonemes, self._words = [], [], []
         if lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise RuntimeError(f"espeak_SetVoiceByName({voice!r}) failed")
         if rate is not None:
@@ -211,7 +220,7 @@ def _answer(engine: EspeakLibrary, request: dict) -> tuple[bytes, bytes]:
             audio, phonemes = engine.speak(
                 request["voice"], request["spoken"], request["phonemes"], request.get("rate"), request.get("pitch")
             )
-            write_frame(write_fd, json.dumps({"ok": True, "phonemes": phonemes}).encode())
+            write_frame(write_fd, json.dumps({"ok": True, "phonemes": phonemes, "words": engine._words}).encode())
             write_frame(write_fd, audio)
             code = 0
         except BaseException as error:  # noqa: BLE001 - reported to the client

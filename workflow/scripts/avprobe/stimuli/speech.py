@@ -23,6 +23,7 @@ from avprobe.stimuli.manifests import with_manifest_paths
 from avprobe.stimuli.pseudowords import INVENTORY_COLUMNS, espeak_phonemes, tts_ipa
 from avprobe.stimuli.qc import QcSettings, write_audio_qc
 from avprobe.stimuli.tts import ENGINES, INPUT_MODES, Voice, check_voice, get_engine
+from avprobe.stimuli.word_times import clip_word_times, to_json
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,18 @@ def _render_clip(row: Mapping) -> dict:
         "native_sample_rate": utterance.sample_rate,
         "native_duration": utterance.samples.size / utterance.sample_rate,
         **processing,
+        # word boundaries on the clip's timeline (dense maps per word); "[]" without word events
+        "word_times": to_json(_word_times(utterance, clip, post.sample_rate)),
     }
+
+
+def _word_times(utterance, clip, rate: int) -> list[dict]:
+    if not utterance.words:
+        return []
+    from avprobe.stimuli.audio import resample, to_float32
+
+    return clip_word_times(utterance.words, clip, resample(to_float32(utterance.samples), utterance.sample_rate, rate),
+                           rate)
 
 
 def _progress(total: int, desc: str):

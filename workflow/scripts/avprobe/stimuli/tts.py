@@ -91,6 +91,9 @@ class Utterance:
     sample_rate: int
     #: The phonemes the engine actually spoke, in IPA (from its phoneme events).
     phonemes: str
+    #: Word timings on the engine's own timeline, ``((word, start_s, end_s), ...)``, where the
+    #: engine reports them (espeak's word events); empty otherwise.
+    words: tuple = ()
 
 
 def _stop_helper(process: subprocess.Popen) -> None:
@@ -207,7 +210,24 @@ class EspeakEngine:
         if not header["ok"]:
             raise RuntimeError(f"espeak could not say {spoken!r} ({voice.engine_voice}): {header['error']}")
         samples = np.frombuffer(audio, dtype="<i2").copy()
-        return Utterance(samples=samples, sample_rate=self.native_sample_rate, phonemes=header["phonemes"])
+        words = espeak_word_times(spoken, header.get("words") or [], samples.size / self.native_sample_rate)
+        return Utterance(samples=samples, sample_rate=self.native_sample_rate, phonemes=header["phonemes"],
+                         words=words)
+
+
+def espeak_word_times(spoken: str, events: list, duration: float) -> tuple:
+    """``((word, start_s, end_s), ...)`` from espeak's word and clause-end events
+    (``[kind, 1-based character position, length, time in ms]``): a word ends where the next
+    word or the clause starts/ends, the last one at the end of the audio."""
+    out = []
+    events = sorted(events, key=lambda e: e[3])
+    for k, (kind, position, length, ms) in enumerate(events):
+        if kind != "word":
+            continue
+        word = spoken[int(position) - 1:int(position) - 1 + int(length)]
+        end = next((e[3] / 1000.0 for e in events[k + 1:] if e[3] > ms), duration)
+        out.append((word, ms / 1000.0, min(end, duration)))
+    return tuple(out)
 
 
 # --- piper -----------------------------------------------------------------------------------
