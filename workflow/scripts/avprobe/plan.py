@@ -579,3 +579,33 @@ def gpus_for(spec: dict) -> int:
     if "gpu" in spec:
         return int(spec["gpu"])
     return 1 if spec.get("kind", "pretrained") == "pretrained" else 0
+
+
+# ------------------------------------------------------------------------------ describing the study
+def describe(config: dict, figures: list[str]) -> str:
+    """A plain-text overview of what the config asks for: models (family, kind, towers, spaces),
+    the sets each embeds, the analyses and the figures (``snakemake list_study`` prints it)."""
+    lines = ["models:"]
+    for name, spec in config["models"].items():
+        spaces = ", ".join(f"{s.name} ({s.layer})" for s in spaces_of(spec)) or "none"
+        lines.append(f"  {name}: family {spec.get('family')}, {spec.get('kind', 'pretrained')}, "
+                     f"towers {'+'.join(spec['towers'])}, spaces {spaces}")
+    by_model: dict[str, list[str]] = {}
+    for e in extractions(config):
+        by_model.setdefault(e.model, []).append(e.set)
+    lines.append("embeddings (set per model; more with models.<m>.sets):")
+    lines += [f"  {m}: {', '.join(sets)}" for m, sets in by_model.items()]
+    lines.append("analyses:")
+    for entry in config["analysis"].get("symbolism", []):
+        space = symbolism_space(config, entry)
+        lines.append(f"  symbolism {symbolism_name(entry)} (space {space.name if space else 'unaligned'})")
+    lines += [f"  rsa + probe {e.set} × {e.model}" for e in labelled_extractions(config)]
+    for entry in config["analysis"].get("retrieval", []):
+        space = retrieval_space(config, entry)
+        lines.append(f"  retrieval {entry['name']} ({entry['mode']}, space {space.name if space else 'unaligned'})")
+    lines += [f"  dense maps {m}" for m in dense_models(config)]
+    if asr_model(config):
+        lines.append(f"  speech recognition {asr_model(config)} → {', '.join(sorted(on_demand_sets_used(config) & set(ASR_SETS)))}")
+    lines.append("figures: " + ", ".join(figures))
+    lines.append("study targets: study_symbolism, study_probing, study_retrieval, study_dense")
+    return "\n".join(lines)
