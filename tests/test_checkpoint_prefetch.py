@@ -86,5 +86,7 @@ def test_prefetch_refuses_a_file_with_another_hash(tmp_path, server, monkeypatch
     assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))  # no partial download left
     assert not (tmp_path / "prefetched.json").exists()
     unpinned = {"yamnet": {**models["yamnet"], "sha256": None}}
-    with pytest.raises(RuntimeError, match="needs `sha256`"):
-        prefetch.prefetch(unpinned, tmp_path / "prefetched.json")
+    served = hashlib.sha256(b"not the file the config pins").hexdigest()
+    with pytest.raises(RuntimeError, match=f"needs `sha256`.*add `sha256: {served}`"):
+        prefetch.prefetch(unpinned, tmp_path / "prefetched.json")  # tells the hash to pin, keeps nothing
+    assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
