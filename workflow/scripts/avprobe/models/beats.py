@@ -103,15 +103,18 @@ def kaldi_mel_banks(num_bins: int, padded: int, sample_rate: float, low_freq: fl
 
 def kaldi_fbank(wave: np.ndarray, sample_rate: int = SAMPLE_RATE, num_mel_bins: int = N_MELS,
                 frame_length_ms: float = 25.0, frame_shift_ms: float = 10.0, preemphasis: float = 0.97,
-                low_freq: float = 20.0, high_freq: float = 0.0) -> np.ndarray:
+                low_freq: float = 20.0, high_freq: float = 0.0, window: str = "povey") -> np.ndarray:
     """Kaldi ``compute-fbank-feats`` defaults without dither: ``(frames, num_mel_bins)`` log mel
     energies (natural log, floored at float32 eps) of a 1-D waveform in Kaldi's units (int16 range).
 
     Frames: ``1 + (N - L) // S`` (``snip_edges``; none if N < L), L = 25 ms, S = 10 ms; each frame
     has its mean removed, is pre-emphasised (``x[i] - 0.97 x[i-1]``, ``x[0] - 0.97 x[0]``),
-    multiplied by the Povey window ``(0.5 - 0.5 cos(2 pi n / (L - 1)))**0.85``, zero-padded to the
+    multiplied by the Povey window ``(0.5 - 0.5 cos(2 pi n / (L - 1)))**0.85`` (``window="hanning"``:
+    the same without the power, Kaldi's and torchaudio's symmetric Hann), zero-padded to the
     next power of two; power spectrum; :func:`kaldi_mel_banks`.
     """
+    if window not in ("povey", "hanning"):
+        raise ValueError(f"window {window!r} is not povey or hanning")
     wave = np.asarray(wave, dtype=np.float64)
     length = int(round(sample_rate * frame_length_ms / 1000.0))
     shift = int(round(sample_rate * frame_shift_ms / 1000.0))
@@ -124,7 +127,8 @@ def kaldi_fbank(wave: np.ndarray, sample_rate: int = SAMPLE_RATE, num_mel_bins: 
     frames = frames - frames.mean(axis=1, keepdims=True)
     previous = np.concatenate([frames[:, :1], frames[:, :-1]], axis=1)
     frames = frames - preemphasis * previous
-    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(length) / (length - 1))) ** 0.85
+    taper = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(length) / (length - 1))
+    window = taper ** 0.85 if window == "povey" else taper
     power = np.abs(np.fft.rfft(frames * window, n=padded, axis=1)) ** 2
     energies = power @ kaldi_mel_banks(num_mel_bins, padded, sample_rate, low_freq, high_freq)
     return np.log(np.maximum(energies, np.finfo(np.float32).eps))
