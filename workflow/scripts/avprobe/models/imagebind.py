@@ -279,8 +279,22 @@ def read_checkpoint(path, cfg: Mapping):
         state = state["model"]
     keep = ("vision", "text", "audio")
     state = {k: v for k, v in state.items() if len(k.split(".")) > 1 and k.split(".")[1] in keep}
+    widths = {  # checked before building, so a wrong architecture fails fast and small
+        "modality_preprocessors.vision.cls_token": ("vision_embed_dim", -1),
+        "modality_preprocessors.text.token_embedding.weight": ("text_embed_dim", -1),
+        "modality_preprocessors.audio.cls_token": ("audio_embed_dim", -1),
+        "modality_heads.vision.2.weight": ("out_embed_dim", 0),
+    }
+    for key, (name, axis) in widths.items():
+        if key in state and int(state[key].shape[axis]) != int(cfg[name]):
+            raise ValueError(f"{path}: not an ImageBind state dict for this architecture: {key} has "
+                             f"{name} {int(state[key].shape[axis])}, the architecture {cfg[name]}")
     net = _build_network(cfg)
-    missing, unexpected = net.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise ValueError(f"{path}: not an ImageBind state dict for this architecture: "
+                         f"{str(err).splitlines()[1:3]}") from None
     if missing or unexpected:
         raise ValueError(f"{path}: not an ImageBind state dict for this architecture: missing "
                          f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
