@@ -12,9 +12,12 @@ For every layer and every target column (default: those of ``label``, ``material
   pooled over the held-out folds. When a set repeats a ``word`` (one word × six voices) the
   folds are **grouped by word** (StratifiedGroupKFold, inner folds too), so a word is never
   in the training and test rows at once. ``groups: null`` in cfg turns this off.
-* transfer splits (``cfg["splits"]``): ``[{name, train: {col: [values]}, test: {col: [values]}}]``
-  — train on the rows matching every ``train`` condition, test on the rows matching every
-  ``test`` condition (all other rows when ``test`` is absent). Overlap is an error.
+* transfer splits (``cfg["splits"]``): ``[{name, train: {col: [values]}, test: {col: [values]},
+  targets?}]`` — train on the rows matching every ``train`` condition, test on the rows matching
+  every ``test`` condition (all other rows when ``test`` is absent). Overlap is an error. A split
+  runs only for the targets it lists (default all), never for a target it conditions on, and
+  only on sets that have its columns (seed 001's hollow → solid split of the material probe
+  leaves the pseudowords alone).
   ``C`` is still chosen by inner CV inside the training rows.
 
 Metrics (``metric`` column) over the pooled test predictions:
@@ -171,6 +174,22 @@ def split_masks(frame: pd.DataFrame, split: Mapping) -> tuple[np.ndarray, np.nda
     return train, test
 
 
+def _split_applies(split: Mapping, frame: pd.DataFrame, target: str) -> bool:
+    """A transfer split runs for a target when the split lists it (``targets``, default every
+    target), does not condition on the target itself, and the set has every column it conditions
+    on (a split over the impacts' ``hollowness`` does not apply to the pseudowords)."""
+    if split.get("targets") and target not in split["targets"]:
+        return False
+    columns = set(split.get("train") or {}) | set(split.get("test") or {})
+    if target in columns:
+        return False
+    missing = columns - set(frame.columns)
+    if missing:
+        log.info("probe: split %s needs columns %s this set lacks; skipped", split.get("name"), sorted(missing))
+        return False
+    return True
+
+
 # ----------------------------------------------------------------------------- scoring
 def _balanced(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
     """Balanced accuracy of (B, n) label rows against fixed predictions (n,)."""
@@ -272,10 +291,15 @@ def probe_layer(
             rows.extend(rs)
         # transfer splits -------------------------------------------------------------------
         for split in splits:
+            if not _split_applies(split, frame, target):
+                continue
             train_m, test_m = split_masks(frame, split)
             tr, te = np.flatnonzero(train_m & ok), np.flatnonzero(test_m & ok)
             if tr.size == 0 or te.size == 0:
                 log.warning("probe: split %s has %d train and %d test rows; skipped", split.get("name"), tr.size, te.size)
+                continue
+            if np.unique(y[tr]).size < 2:
+                log.warning("probe: split %s trains on one class of %r; skipped", split.get("name"), target)
                 continue
             p_te, c, maj = fit_predict(x, y, tr, te, cs, groups=groups, inner_folds=inner_folds, seed=seed)
             rs = probe_scores(y[te], p_te, float(np.mean(y[te] == maj)), n_classes=k,

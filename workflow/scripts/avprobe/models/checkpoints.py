@@ -111,7 +111,19 @@ def fetch(name: str, source: str, revision: str | None = None, sha256: str | Non
         return {"source": source, "revision": revision or "main", "commit": commit, "path": str(path),
                 "sha256": sha256_of(path)}
     if not sha256:
-        raise RuntimeError(f"model {name!r}: the URL {source!r} needs `sha256` in the model entry")
+        # Never keep an unpinned file; but download it once so the user learns the hash to pin.
+        root = cache_root()
+        root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=".unpinned.")
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(source, timeout=timeout) as resp:
+                shutil.copyfileobj(resp, out)
+            got = sha256_of(tmp)
+        finally:
+            os.unlink(tmp)
+        raise RuntimeError(f"model {name!r}: the URL {source!r} needs `sha256` in the model entry; the file "
+                           f"served now has sha256 {got} (not kept): check that it is the file you want, "
+                           f"then add `sha256: {got}`")
     path = url_cache_path(source, sha256)
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
