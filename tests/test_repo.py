@@ -78,3 +78,18 @@ def test_every_rule_that_runs_code_has_log_conda_and_script():
                 for directive in ("log:", "conda:"):
                     assert directive in block, f"{smk.name}: a rule lacks {directive}\n{block[:200]}"
             assert "run:" not in block, f"{smk.name}: use script:, conda does not apply to run:"
+
+
+def test_lab_repository_files_exist_and_agree_on_the_version():
+    import yaml
+
+    from avprobe import __version__
+
+    for name in ("LICENSE", "CITATION.cff", "CHANGELOG.md"):
+        assert (ROOT / name).is_file(), name
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert citation["version"] == __version__
+    assert f"## {__version__}" in (ROOT / "CHANGELOG.md").read_text()
+    titles = " ".join(r["title"] for r in citation["references"])
+    for seed in ("Measuring Sound Symbolism", "Kiki or Bouba", "Principled probing", "BrewCLIP"):
+        assert seed in titles
