@@ -202,6 +202,74 @@ def main() -> None:
                         pad_token_id=0)
     save(cfg, out)
 
+    pe_av_configs()
+
+
+# ---- PE-AV (Meta's Perception Encoder audio-visual) ------------------------------------------
+#: The tiny PE-AV towers: a DAC codec front end (hop 320 samples at 16 kHz: 50 frames a second)
+#: into a 2-layer transformer (audio), timm's PE-core ViT on 28x28 frames into a 2-layer frame
+#: transformer (image = a one-frame video), and a 2-layer ModernBERT (text).
+PE_AUDIO = dict(
+    dac_config=dict(encoder_hidden_size=4, downsampling_ratios=[2, 4, 5, 8], decoder_hidden_size=4,
+                    n_codebooks=2, codebook_size=16, codebook_dim=8, hidden_size=32),
+    hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
+    num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+)
+# transformers 5.24 reads a nested timm config back with 2 labels whatever num_classes says (only
+# num_labels / id2label count, and to_dict writes neither), so the tiny frame embedding is 2-wide
+# once loaded; the real checkpoints are unaffected only if their configs carry id2label.
+PE_VIDEO = dict(
+    vision_config=dict(architecture="vit_pe_core_large_patch14_336", num_classes=16, num_labels=16,
+                       model_args=dict(embed_dim=32, depth=2, num_heads=2, img_size=(28, 28))),
+    hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
+    num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
+)
+
+
+def pe_av_text(out: Path) -> dict:
+    """ModernBERT's [CLS] text [SEP] framing on the character alphabet; the model reads the
+    [CLS] position, so the template must put it first."""
+    vocab = char_tokenizer(out, ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], ("[CLS]", "[SEP]"),
+                           pad="[PAD]", unk="[UNK]", model_max_length=64,
+                           extra={"cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"})
+    return dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                num_attention_heads=2, max_position_embeddings=64, global_attn_every_n_layers=1,
+                pad_token_id=vocab["[PAD]"], cls_token_id=vocab["[CLS]"], sep_token_id=vocab["[SEP]"],
+                bos_token_id=vocab["[CLS]"], eos_token_id=vocab["[SEP]"])
+
+
+def pe_av_configs() -> None:
+    """``pe-av-tiny`` (PeAudioVideoModel: audio, image, text; needs timm and torchvision) and
+    ``pe-av-audio-tiny`` (PeAudioModel: audio and text only; plain transformers)."""
+    import transformers as tf
+
+    fe = tf.PeAudioFeatureExtractor(sampling_rate=SR, hop_length=320)
+
+    out = HERE / "pe-av-audio-tiny"
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = tf.PeAudioConfig(text_config=dict(model_type="modernbert", **pe_av_text(out)),
+                           audio_config=PE_AUDIO, architectures=["PeAudioModel"])
+    save(cfg, out, fe)
+
+    out = HERE / "pe-av-tiny"
+    out.mkdir(parents=True, exist_ok=True)
+    encoder = dict(audio_config=PE_AUDIO, video_config=PE_VIDEO, hidden_size=32, intermediate_size=48,
+                   num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, head_dim=16,
+                   max_position_embeddings=512)
+    cfg = tf.PeAudioVideoConfig(text_config=dict(model_type="modernbert", **pe_av_text(out)),
+                                audio_video_config=encoder, architectures=["PeAudioVideoModel"])
+    save(cfg, out, fe)
+    # The video processor needs torchvision to be built, so its file is written by hand: what
+    # PeVideoVideoProcessor.save_pretrained writes, at 28x28 (the real models: 336 or 224).
+    vp = {
+        "video_processor_type": "PeVideoVideoProcessor", "processor_class": "PeAudioVideoProcessor",
+        "do_resize": True, "size": {"height": 28, "width": 28}, "resample": 2,
+        "do_center_crop": False, "do_rescale": True, "rescale_factor": 1 / 255,
+        "do_normalize": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+        "do_convert_rgb": True, "do_sample_frames": False,
+    }
+    (out / "video_preprocessor_config.json").write_text(json.dumps(vp, indent=2) + "\n")
+
 
 if __name__ == "__main__":
     main()
