@@ -206,11 +206,12 @@ def main() -> None:
 
 
 # ---- PE-AV (Meta's Perception Encoder audio-visual) ------------------------------------------
-#: The tiny PE-AV towers: a DAC codec front end (hop 320 samples at 16 kHz: 50 frames a second)
+#: The tiny PE-AV towers: a DAC codec front end (hop 320 samples at 16 kHz: 50 frames a second;
+#: its full-rate convolutions are most of the cost, hence 2 channels: ~30 ms a clip on one core)
 #: into a 2-layer transformer (audio), timm's PE-core ViT on 28x28 frames into a 2-layer frame
 #: transformer (image = a one-frame video), and a 2-layer ModernBERT (text).
 PE_AUDIO = dict(
-    dac_config=dict(encoder_hidden_size=4, downsampling_ratios=[2, 4, 5, 8], decoder_hidden_size=4,
+    dac_config=dict(encoder_hidden_size=2, downsampling_ratios=[2, 4, 5, 8], decoder_hidden_size=4,
                     n_codebooks=2, codebook_size=16, codebook_dim=8, hidden_size=32),
     hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
     num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
