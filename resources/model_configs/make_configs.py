@@ -203,6 +203,7 @@ def main() -> None:
     save(cfg, out)
 
     pe_av_configs()
+    embedding_gemma2_config()
 
 
 # ---- PE-AV (Meta's Perception Encoder audio-visual) ------------------------------------------
@@ -270,6 +271,67 @@ def pe_av_configs() -> None:
         "do_convert_rgb": True, "do_sample_frames": False,
     }
     (out / "video_preprocessor_config.json").write_text(json.dumps(vp, indent=2) + "\n")
+
+
+# ---- EmbeddingGemma 2 ------------------------------------------------------------------------
+EG2_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_image>", "<end_of_image>",
+                "<image_soft_token>", "<|video|>", "<start_of_audio>", "<end_of_audio>", "<audio_soft_token>"]
+
+
+def embedding_gemma2_config() -> None:
+    """``embedding-gemma2-tiny``: a 2-layer Gemma backbone (32 wide, embedding 24) with a 2-layer
+    Gemma 4 vision tower (4-pixel patches, at most 70 soft tokens an image) and a 2-layer audio
+    conformer. The tokenizer knows the placeholder tokens as special tokens and wraps every
+    prompt in ``<bos> … <eos>`` as Gemma's does; one ``processor_config.json`` holds the feature
+    extractor, image and video processors (they would all write preprocessor_config.json). The
+    video processor needs torchvision to be built, so its entry is written out by hand."""
+    import transformers as tf
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    out = HERE / "embedding-gemma2-tiny"
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = {t: i for i, t in enumerate(EG2_SPECIALS + ALPHABET)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKD(), normalizers.StripAccents(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in EG2_SPECIALS])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A <eos>", special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])])
+    tok.save(str(out / "tokenizer.json"))
+    tcfg = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 4096, "pad_token": "<pad>",
+            "unk_token": "<unk>", "bos_token": "<bos>", "eos_token": "<eos>", "mask_token": "<mask>",
+            "padding_side": "right", "clean_up_tokenization_spaces": False,
+            "extra_special_tokens": {"image_token": "<image_soft_token>", "boi_token": "<start_of_image>",
+                                     "eoi_token": "<end_of_image>", "audio_token": "<audio_soft_token>",
+                                     "boa_token": "<start_of_audio>", "eoa_token": "<end_of_audio>"}}
+    (out / "tokenizer_config.json").write_text(json.dumps(tcfg, indent=2) + "\n")
+    cfg = tf.EmbeddingGemma2Config(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=16, global_head_dim=16,
+                         hidden_size_per_layer_input=8, embedding_dim=24, max_position_embeddings=4096,
+                         sliding_window=64, layer_types=["sliding_attention", "full_attention"],
+                         pad_token_id=vocab["<pad>"], eos_token_id=vocab["<eos>"], bos_token_id=vocab["<bos>"]),
+        vision_config=dict(model_type="gemma4_vision", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=2, head_dim=16, patch_size=4,
+                           pooling_kernel_size=2),
+        audio_config=dict(model_type="gemma4_audio", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                          output_proj_dims=32),
+        boi_token_id=vocab["<start_of_image>"], eoi_token_id=vocab["<end_of_image>"],
+        image_token_id=vocab["<image_soft_token>"], video_token_id=vocab["<|video|>"],
+        boa_token_id=vocab["<start_of_audio>"], eoa_token_index=vocab["<end_of_audio>"],
+        audio_token_id=vocab["<audio_soft_token>"], architectures=["EmbeddingGemma2Model"])
+    cfg.save_pretrained(out)
+    fe = tf.Gemma4AudioFeatureExtractor()
+    ip = tf.Gemma4ImageProcessorPil(patch_size=4, pooling_kernel_size=2, max_soft_tokens=70)
+    vp = {"video_processor_type": "Gemma4VideoProcessor", "do_convert_rgb": True, "do_normalize": True,
+          "do_rescale": True, "do_resize": True, "do_sample_frames": True, "image_mean": [0.0, 0.0, 0.0],
+          "image_std": [1.0, 1.0, 1.0], "max_soft_tokens": 70, "num_frames": 32, "patch_size": 4,
+          "pooling_kernel_size": 2, "resample": 3, "rescale_factor": 1 / 255, "return_metadata": False}
+    proc = {"processor_class": "EmbeddingGemma2Processor", "image_seq_length": 70, "audio_seq_length": 750,
+            "audio_ms_per_token": 40, "feature_extractor": json.loads(fe.to_json_string()),
+            "image_processor": json.loads(ip.to_json_string()), "video_processor": vp}
+    (out / "processor_config.json").write_text(json.dumps(proc, indent=2) + "\n")
 
 
 if __name__ == "__main__":

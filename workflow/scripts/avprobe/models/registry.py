@@ -205,6 +205,15 @@ _DECLARED = [
            licence="Apache-2.0",
            hub=("facebook/pe-av-small", "facebook/pe-av-base", "facebook/pe-av-large"),
            extra=("timm", "torchvision")),
+    Family("embedding_gemma2", "embedding_gemma2:EmbeddingGemma2Adapter", ("audio", "image", "text"),
+           "EmbeddingGemma 2: images and audio enter one Gemma backbone as soft tokens",
+           # one space: each pair of towers is declared so that a model configured with two
+           # towers keeps it (spaces_of), and all three share the layer joint
+           spaces=tuple(Space(space_name(*p), p, "joint")
+                        for p in (("audio", "text"), ("text", "image"), ("audio", "image"))),
+           architecture="joint", reference="embedding_gemma2:reference_joint",
+           test_configs=("embedding-gemma2-tiny",), licence="see the model card (not checked here: no hub access)",
+           hub=("google/embeddinggemma-2",)),
     Family("hf_image", "hf:HFImageAdapter", ("image",), "DINOv2, ViT and other image encoders",
            test_configs=("dinov2-tiny", "vit-tiny"), licence="per checkpoint (DINOv2: Apache-2.0)",
            hub=("facebook/dinov2-small", "google/vit-base-patch16-224-in21k")),
