@@ -315,8 +315,10 @@ def embedding_gemma2_config() -> None:
         vision_config=dict(model_type="gemma4_vision", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                            num_attention_heads=2, num_key_value_heads=2, head_dim=16, patch_size=4,
                            pooling_kernel_size=2),
+        # the first subsampling conv must keep 128 channels (= mel bins: the projection after it
+        # assumes so); the second is cut from 32 to 4, the audio tower's main CPU cost
         audio_config=dict(model_type="gemma4_audio", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                          output_proj_dims=32),
+                          output_proj_dims=32, subsampling_conv_channels=[128, 4]),
         boi_token_id=vocab["<start_of_image>"], eoi_token_id=vocab["<end_of_image>"],
         image_token_id=vocab["<image_soft_token>"], video_token_id=vocab["<|video|>"],
         boa_token_id=vocab["<start_of_audio>"], eoa_token_index=vocab["<end_of_audio>"],
