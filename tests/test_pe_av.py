@@ -18,7 +18,7 @@ transformers.logging.set_verbosity_error()
 
 from avprobe.models import load_model  # noqa: E402
 from avprobe.models.registry import FAMILIES  # noqa: E402
-from model_inputs import Builder, clips, images, inputs  # noqa: E402
+from model_inputs import CONFIGS, Builder, clips, images, inputs  # noqa: E402
 
 TOL = 1e-5
 
@@ -201,3 +201,19 @@ def test_pinned_video_helpers_fail_so_the_adapter_does_not_use_them(full):
             assert transformers.__version__ == "5.24.0", f"{name} still broken; recheck the note in pe_av.py"
             continue
         _close(expected[name][0], own[0], name)
+
+
+
+@pytest.mark.skipif(_timm_ok(), reason="timm and torchvision import here")
+def test_without_timm_a_full_checkpoint_names_the_fix(tmp_path):
+    """A PeAudioVideoModel checkpoint needs timm even for its audio and text towers; the error says
+    so (a placeholder weights file is enough: the model class fails before weights are read)."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    for f in (CONFIGS / "pe-av-tiny").iterdir():
+        shutil.copy2(f, tmp_path / f.name)
+    save_file({"placeholder": torch.zeros(1)}, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ImportError, match="install timm"):
+        load_model("peav", {"family": "pe_av", "towers": ["audio", "text"]}, model_dir=tmp_path, device="cpu")

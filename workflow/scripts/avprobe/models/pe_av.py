@@ -85,7 +85,15 @@ class PEAVAdapter(_TextMixin, HFAdapter):
                              f"(one of {sorted(TOWERS_OF)})")
         # the towers this checkpoint has; Adapter.__init__ refuses any other
         self.natural_towers = TOWERS_OF[kind]
-        super().__init__(name, spec, model_dir=model_dir, device=device)
+        try:
+            super().__init__(name, spec, model_dir=model_dir, device=device)
+        except ImportError as err:
+            if kind == "pe_audio":
+                raise
+            raise ImportError(
+                f"model {name!r}: a {kind} checkpoint builds its video tower with timm, and its video "
+                "processor needs torchvision, whichever towers are configured: install timm and the "
+                f"torchvision build that matches torch ({err})") from err
 
     # -- parts of the model, whichever of the three classes was loaded ---------------------------
     def _audio_model(self):
