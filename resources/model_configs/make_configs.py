@@ -203,6 +203,8 @@ def main() -> None:
     save(cfg, out)
 
     speechclip_tiny()
+    pe_av_configs()
+    embedding_gemma2_config()
 
 
 def speechclip_tiny() -> None:
@@ -277,6 +279,136 @@ def speechclip_tiny() -> None:
             },
         }
         (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+# ---- PE-AV (Meta's Perception Encoder audio-visual) ------------------------------------------
+#: The tiny PE-AV towers: a DAC codec front end (hop 320 samples at 16 kHz: 50 frames a second;
+#: its full-rate convolutions are most of the cost, hence 2 channels: ~30 ms a clip on one core)
+#: into a 2-layer transformer (audio), timm's PE-core ViT on 28x28 frames into a 2-layer frame
+#: transformer (image = a one-frame video), and a 2-layer ModernBERT (text).
+PE_AUDIO = dict(
+    dac_config=dict(encoder_hidden_size=2, downsampling_ratios=[2, 4, 5, 8], decoder_hidden_size=4,
+                    n_codebooks=2, codebook_size=16, codebook_dim=8, hidden_size=32),
+    hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
+    num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+)
+# transformers 5.24 reads a nested timm config back with 2 labels whatever num_classes says (only
+# num_labels / id2label count, and to_dict writes neither), so the tiny frame embedding is 2-wide
+# once loaded; the real checkpoints are unaffected only if their configs carry id2label.
+PE_VIDEO = dict(
+    vision_config=dict(architecture="vit_pe_core_large_patch14_336", num_classes=16, num_labels=16,
+                       model_args=dict(embed_dim=32, depth=2, num_heads=2, img_size=(28, 28))),
+    hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
+    num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
+)
+
+
+def pe_av_text(out: Path) -> dict:
+    """ModernBERT's [CLS] text [SEP] framing on the character alphabet; the model reads the
+    [CLS] position, so the template must put it first."""
+    vocab = char_tokenizer(out, ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], ("[CLS]", "[SEP]"),
+                           pad="[PAD]", unk="[UNK]", model_max_length=64,
+                           extra={"cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]"})
+    return dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                num_attention_heads=2, max_position_embeddings=64, global_attn_every_n_layers=1,
+                pad_token_id=vocab["[PAD]"], cls_token_id=vocab["[CLS]"], sep_token_id=vocab["[SEP]"],
+                bos_token_id=vocab["[CLS]"], eos_token_id=vocab["[SEP]"])
+
+
+def pe_av_configs() -> None:
+    """``pe-av-tiny`` (PeAudioVideoModel: audio, image, text; needs timm and torchvision) and
+    ``pe-av-audio-tiny`` (PeAudioModel: audio and text only; plain transformers)."""
+    import transformers as tf
+
+    fe = tf.PeAudioFeatureExtractor(sampling_rate=SR, hop_length=320)
+
+    out = HERE / "pe-av-audio-tiny"
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = tf.PeAudioConfig(text_config=dict(model_type="modernbert", **pe_av_text(out)),
+                           audio_config=PE_AUDIO, architectures=["PeAudioModel"])
+    save(cfg, out, fe)
+
+    out = HERE / "pe-av-tiny"
+    out.mkdir(parents=True, exist_ok=True)
+    encoder = dict(audio_config=PE_AUDIO, video_config=PE_VIDEO, hidden_size=32, intermediate_size=48,
+                   num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, head_dim=16,
+                   max_position_embeddings=512)
+    cfg = tf.PeAudioVideoConfig(text_config=dict(model_type="modernbert", **pe_av_text(out)),
+                                audio_video_config=encoder, architectures=["PeAudioVideoModel"])
+    save(cfg, out, fe)
+    # The video processor needs torchvision to be built, so its file is written by hand: what
+    # PeVideoVideoProcessor.save_pretrained writes, at 28x28 (the real models: 336 or 224).
+    vp = {
+        "video_processor_type": "PeVideoVideoProcessor", "processor_class": "PeAudioVideoProcessor",
+        "do_resize": True, "size": {"height": 28, "width": 28}, "resample": 2,
+        "do_center_crop": False, "do_rescale": True, "rescale_factor": 1 / 255,
+        "do_normalize": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+        "do_convert_rgb": True, "do_sample_frames": False,
+    }
+    (out / "video_preprocessor_config.json").write_text(json.dumps(vp, indent=2) + "\n")
+
+
+# ---- EmbeddingGemma 2 ------------------------------------------------------------------------
+EG2_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_image>", "<end_of_image>",
+                "<image_soft_token>", "<|video|>", "<start_of_audio>", "<end_of_audio>", "<audio_soft_token>"]
+
+
+def embedding_gemma2_config() -> None:
+    """``embedding-gemma2-tiny``: a 2-layer Gemma backbone (32 wide, embedding 24) with a 2-layer
+    Gemma 4 vision tower (4-pixel patches, at most 70 soft tokens an image) and a 2-layer audio
+    conformer. The tokenizer knows the placeholder tokens as special tokens and wraps every
+    prompt in ``<bos> … <eos>`` as Gemma's does; one ``processor_config.json`` holds the feature
+    extractor, image and video processors (they would all write preprocessor_config.json). The
+    video processor needs torchvision to be built, so its entry is written out by hand."""
+    import transformers as tf
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    out = HERE / "embedding-gemma2-tiny"
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = {t: i for i, t in enumerate(EG2_SPECIALS + ALPHABET)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKD(), normalizers.StripAccents(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in EG2_SPECIALS])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A <eos>", special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])])
+    tok.save(str(out / "tokenizer.json"))
+    tcfg = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 4096, "pad_token": "<pad>",
+            "unk_token": "<unk>", "bos_token": "<bos>", "eos_token": "<eos>", "mask_token": "<mask>",
+            "padding_side": "right", "clean_up_tokenization_spaces": False,
+            "extra_special_tokens": {"image_token": "<image_soft_token>", "boi_token": "<start_of_image>",
+                                     "eoi_token": "<end_of_image>", "audio_token": "<audio_soft_token>",
+                                     "boa_token": "<start_of_audio>", "eoa_token": "<end_of_audio>"}}
+    (out / "tokenizer_config.json").write_text(json.dumps(tcfg, indent=2) + "\n")
+    cfg = tf.EmbeddingGemma2Config(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=16, global_head_dim=16,
+                         hidden_size_per_layer_input=8, embedding_dim=24, max_position_embeddings=4096,
+                         sliding_window=64, layer_types=["sliding_attention", "full_attention"],
+                         pad_token_id=vocab["<pad>"], eos_token_id=vocab["<eos>"], bos_token_id=vocab["<bos>"]),
+        vision_config=dict(model_type="gemma4_vision", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=2, head_dim=16, patch_size=4,
+                           pooling_kernel_size=2),
+        # the first subsampling conv must keep 128 channels (= mel bins: the projection after it
+        # assumes so); the second is cut from 32 to 4, the audio tower's main CPU cost
+        audio_config=dict(model_type="gemma4_audio", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                          output_proj_dims=32, subsampling_conv_channels=[128, 4]),
+        boi_token_id=vocab["<start_of_image>"], eoi_token_id=vocab["<end_of_image>"],
+        image_token_id=vocab["<image_soft_token>"], video_token_id=vocab["<|video|>"],
+        boa_token_id=vocab["<start_of_audio>"], eoa_token_index=vocab["<end_of_audio>"],
+        audio_token_id=vocab["<audio_soft_token>"], architectures=["EmbeddingGemma2Model"])
+    cfg.save_pretrained(out)
+    fe = tf.Gemma4AudioFeatureExtractor()
+    ip = tf.Gemma4ImageProcessorPil(patch_size=4, pooling_kernel_size=2, max_soft_tokens=70)
+    vp = {"video_processor_type": "Gemma4VideoProcessor", "do_convert_rgb": True, "do_normalize": True,
+          "do_rescale": True, "do_resize": True, "do_sample_frames": True, "image_mean": [0.0, 0.0, 0.0],
+          "image_std": [1.0, 1.0, 1.0], "max_soft_tokens": 70, "num_frames": 32, "patch_size": 4,
+          "pooling_kernel_size": 2, "resample": 3, "rescale_factor": 1 / 255, "return_metadata": False}
+    proc = {"processor_class": "EmbeddingGemma2Processor", "image_seq_length": 70, "audio_seq_length": 750,
+            "audio_ms_per_token": 40, "feature_extractor": json.loads(fe.to_json_string()),
+            "image_processor": json.loads(ip.to_json_string()), "video_processor": vp}
+    (out / "processor_config.json").write_text(json.dumps(proc, indent=2) + "\n")
 
 
 if __name__ == "__main__":

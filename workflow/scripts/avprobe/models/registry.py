@@ -77,6 +77,8 @@ class Family:
         function, one item at a time (``function(adapter, tower, items) -> {layer: (B, D)}``); the
         contract test compares the adapter's layers with it.
     test_configs: architecture configs under ``resources/model_configs/`` the contract test builds.
+    test_towers: ``(config, towers)`` for a test config that has only some of the family's towers
+        (e.g. PE-AV's audio–text model, which needs no timm); the others have them all.
     companions: ``(spec_key, default hub id)`` of transformers repositories the family loads
         besides its own weights (e.g. the frozen HuBERT and CLIP under SpeechCLIP's branch);
         ``prefetch_models`` fetches them too.
@@ -101,6 +103,7 @@ class Family:
     builder: str = "build:build_untrained"
     reference: str | None = None
     test_configs: tuple[str, ...] = ()
+    test_towers: tuple[tuple[str, tuple[str, ...]], ...] = ()
     companions: tuple[tuple[str, str], ...] = ()
     licence: str = ""
     hub: tuple[str, ...] = ()
@@ -123,9 +126,15 @@ class Family:
         """Every layer selected by name: the spaces' layers, then the other named layers."""
         return tuple(dict.fromkeys([s.layer for s in self.spaces] + list(self.named_layers)))
 
-    def space_layers(self, tower: str) -> list[str]:
-        """The space layers of one tower, in declaration order."""
-        return list(dict.fromkeys(s.layer for s in self.spaces if tower in s.towers))
+    def space_layers(self, tower: str, towers: tuple[str, ...] | None = None) -> list[str]:
+        """The space layers of one tower, in declaration order; with ``towers``, only those of the
+        spaces whose towers are all among them (as :func:`spaces_of` restricts a configured model)."""
+        return list(dict.fromkeys(s.layer for s in self.spaces if tower in s.towers
+                                  and (towers is None or set(s.towers) <= set(towers))))
+
+    def towers_of_test(self, config: str | None) -> tuple[str, ...]:
+        """The towers the tiny test config ``config`` builds (see ``test_towers``)."""
+        return dict(self.test_towers).get(config, self.towers)
 
     def factory(self) -> Callable:
         """``factory(name, spec, model_dir, device) -> Adapter`` (imports the adapter module)."""
@@ -185,6 +194,28 @@ _DECLARED = [
     Family("siglip", "hf:SigLIPAdapter", ("text", "image"), "SigLIP", spaces=_one_space("text", "image"),
            architecture="coordinated", reference="hf:reference_joint", test_configs=("siglip-tiny",),
            licence="Apache-2.0", hub=("google/siglip-base-patch16-224",)),
+    Family("pe_av", "pe_av:PEAVAdapter", ("audio", "image", "text"),
+           "PE-AV, Meta's Perception Encoder audio-visual (an image is a one-frame video)",
+           # one audio head and one video head serve two spaces each; the text tower has a head
+           # per space (PeAudioVideoModel.forward's logits_audio_text, _video_text, _audio_video)
+           spaces=(Space("audio_text", ("audio", "text"), "audio_text"),
+                   Space("text_image", ("text", "image"), "text_image"),
+                   Space("audio_image", ("audio", "image"), "audio_image")),
+           architecture="coordinated", reference="pe_av:reference_spaces",
+           test_configs=("pe-av-audio-tiny", "pe-av-tiny"),
+           test_towers=(("pe-av-audio-tiny", ("audio", "text")),),
+           licence="Apache-2.0",
+           hub=("facebook/pe-av-small", "facebook/pe-av-base", "facebook/pe-av-large"),
+           extra=("timm", "torchvision")),
+    Family("embedding_gemma2", "embedding_gemma2:EmbeddingGemma2Adapter", ("audio", "image", "text"),
+           "EmbeddingGemma 2: images and audio enter one Gemma backbone as soft tokens",
+           # one space: each pair of towers is declared so that a model configured with two
+           # towers keeps it (spaces_of), and all three share the layer joint
+           spaces=tuple(Space(space_name(*p), p, "joint")
+                        for p in (("audio", "text"), ("text", "image"), ("audio", "image"))),
+           architecture="joint", reference="embedding_gemma2:reference_joint",
+           test_configs=("embedding-gemma2-tiny",), licence="see the model card (not checked here: no hub access)",
+           hub=("google/embeddinggemma-2",)),
     Family("hf_image", "hf:HFImageAdapter", ("image",), "DINOv2, ViT and other image encoders",
            test_configs=("dinov2-tiny", "vit-tiny"), licence="per checkpoint (DINOv2: Apache-2.0)",
            hub=("facebook/dinov2-small", "google/vit-base-patch16-224-in21k")),
