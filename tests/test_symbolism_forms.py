@@ -89,3 +89,12 @@ def test_unaligned_entries_are_left_out():
     text = _scores(WORDS, LABELS, lambda w, lab, v: NOISE[w])
     e = _entry("pseudoword_text", text)
     assert compare_forms([{**e, "space": None}], n_bootstrap=0).empty
+
+
+def test_forms_in_two_spaces_of_one_model_are_compared_and_both_spaces_named():
+    speech = _scores(WORDS, LABELS, lambda w, lab, v: NOISE[w], voices=["a"])
+    text = _scores(WORDS, LABELS, lambda w, lab, v: NOISE[w])
+    out = compare_forms([{**_entry("pseudowords", speech), "space": "audio_image"},
+                         {**_entry("pseudoword_text", text), "space": "text_image"}], n_bootstrap=0)
+    assert set(out[out.metric == "auc_words"].space) == {"audio_image", "text_image"}
+    assert set(out[out.metric == "auc_diff"].space) == {"audio_image|text_image"}

@@ -284,8 +284,8 @@ SYMBOLISM_FORMS_TABLE = "results/tables/symbolism/forms.parquet"
 
 def symbolism_forms_entries(config: dict) -> list[dict]:
     """The symbolism entries the speech-vs-text-vs-cascade comparison reads
-    (:mod:`avprobe.analysis.symbolism_forms`): those of a model, space and anchor set scored in
-    two or more forms of the words. Each: ``name, model, words, images, space, space_layer,
+    (:mod:`avprobe.analysis.symbolism_forms`): those of a model and anchor set scored in two or
+    more forms of the words (each in its own shared space). Each: ``name, model, words, images, space, space_layer,
     architecture, kind``."""
     rows = []
     for entry in config["analysis"].get("symbolism", []):
@@ -298,7 +298,7 @@ def symbolism_forms_entries(config: dict) -> list[dict]:
                      "images": entry["images"], **space_params(space),
                      "architecture": family.architecture if family else spec.get("architecture", "unknown"),
                      "kind": spec.get("kind", "pretrained")})
-    key = lambda r: (r["model"], r["space"], r["images"])  # noqa: E731
+    key = lambda r: (r["model"], r["images"])  # noqa: E731
     counts: dict = {}
     for r in rows:
         counts.setdefault(key(r), set()).add(r["words"])

@@ -11,7 +11,9 @@ per-item geometric scores for each form of the words:
   text tower (BrewCLIP's pipeline, seed 003, applied to seed 000).
 
 For comparability every form is reduced to **one score per word**: the mean geometric score over
-its voices (speech, cascade) or templates (text), in the layer of the entry's shared space. Then
+its voices (speech, cascade) or templates (text), in the layer of the entry's shared space (a
+model may score speech and text in different spaces, e.g. PE-AV's audio_image and text_image:
+each AUC is a property of its own scores, so the forms still compare). Then
 
 * ``auc_words`` — ROC-AUC of the word scores for the label (round = 1), per model × space × form
   (× voice for the spoken forms: that voice's clips only); CI: percentile bootstrap over words.
@@ -104,7 +106,8 @@ def compare_forms(entries: Sequence[Mapping], n_bootstrap: int = 1000, seed: int
     ``entries``: one mapping per symbolism entry with ``model, words, images, space, space_layer,
     architecture, kind`` and ``scores`` (its scores table, a DataFrame). Entries scored in no
     shared space (``space`` None: an unaligned request) are left out. Rows: the standard columns
-    (``set`` = the words set, or ``a|b`` for a difference; ``layer`` = the space layer) plus
+    (``set`` = the words set, or ``a|b`` for a difference; ``layer`` = the space layer, ``space``
+    the form's space; a difference between forms in two spaces names both, ``a|b``) plus
     ``form``, ``form_b``, ``voice`` (``all`` or a voice id), ``space``, ``images``,
     ``architecture``, ``kind``.
     """
@@ -114,11 +117,12 @@ def compare_forms(entries: Sequence[Mapping], n_bootstrap: int = 1000, seed: int
     for e in entries:
         if e.get("space") is None or e["words"] not in FORMS:
             continue
-        groups.setdefault((e["model"], e["space"], e["images"]), {})[FORMS[e["words"]]] = e
-    for (model, space, images), forms in groups.items():
+        # one model's forms may sit in different spaces (PE-AV: speech in audio_image, text in
+        # text_image); each AUC is a property of its own per-word scores, so they compare
+        groups.setdefault((e["model"], e["images"]), {})[FORMS[e["words"]]] = e
+    for (model, images), forms in groups.items():
         some = next(iter(forms.values()))
-        base = dict(analysis="symbolism_forms", model=model, space=space, images=images,
-                    layer=some["space_layer"], layer_index=-1, p=np.nan,
+        base = dict(analysis="symbolism_forms", model=model, images=images, layer_index=-1, p=np.nan,
                     architecture=some.get("architecture"), kind=some.get("kind"))
         per_form: dict[tuple[str, str], pd.Series] = {}
         labels = pd.concat([_labels(e["scores"]) for e in forms.values()])
@@ -134,8 +138,8 @@ def compare_forms(entries: Sequence[Mapping], n_bootstrap: int = 1000, seed: int
                 s = word_scores(e["scores"], e["space_layer"], None if voice == "all" else voice)
                 per_form[form, voice] = s
                 auc, lo, hi = _auc_with_ci(s, labels, rng, n_bootstrap)
-                rows.append(dict(base, set=e["words"], metric="auc_words", value=auc, ci_low=lo, ci_high=hi,
-                                 n=len(s), form=form, form_b=None, voice=voice))
+                rows.append(dict(base, set=e["words"], space=e["space"], layer=e["space_layer"], metric="auc_words",
+                                 value=auc, ci_low=lo, ci_high=hi, n=len(s), form=form, form_b=None, voice=voice))
         for fa, fb in itertools.combinations([f for f in FORM_ORDER if f in forms], 2):
             # text has no voices: each voice of the other form is compared with all of the text
             have = {f: {v for g, v in per_form if g == f} for f in (fa, fb)}
@@ -147,8 +151,10 @@ def compare_forms(entries: Sequence[Mapping], n_bootstrap: int = 1000, seed: int
                 if a is None or b is None:
                     continue
                 diff, lo, hi, n = paired_auc_difference(a, b, labels, rng, n_bootstrap)
-                rows.append(dict(base, set=f"{forms[fa]['words']}|{forms[fb]['words']}", metric="auc_diff",
-                                 value=diff, ci_low=lo, ci_high=hi, n=n, form=fa, form_b=fb, voice=voice))
+                pair = lambda key: "|".join(dict.fromkeys(str(forms[f][key]) for f in (fa, fb)))  # noqa: E731
+                rows.append(dict(base, set=f"{forms[fa]['words']}|{forms[fb]['words']}", space=pair("space"),
+                                 layer=pair("space_layer"), metric="auc_diff", value=diff, ci_low=lo, ci_high=hi,
+                                 n=n, form=fa, form_b=fb, voice=voice))
     cols = ["analysis", "set", "model", "layer", "layer_index", "metric", "value", "ci_low", "ci_high", "p", "n",
             "form", "form_b", "voice", "space", "images", "architecture", "kind"]
     return pd.DataFrame(rows, columns=cols)
