@@ -17,11 +17,19 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+import pandas as pd
 
 from . import io
 from .runtime import limit_threads
 from .sets import modality as set_modality
-from .validate import screen_stimuli, write_rejected
+from .validate import (
+    MAX_AUDIO_SECONDS,
+    MIN_IMAGE_SIZE,
+    quarantine,
+    screen_stimuli,
+    too_short_problem,
+    write_rejected,
+)
 
 log = logging.getLogger("avprobe")
 
@@ -95,6 +103,8 @@ def extract_embeddings(
     on_bad_input: str = "quarantine",
     multichannel_audio: str = "downmix",
     shard: tuple[int, int] | None = None,
+    max_audio_seconds: float | None = MAX_AUDIO_SECONDS,
+    min_image_size: int | None = MIN_IMAGE_SIZE,
 ) -> dict:
     """Embed every stimulus of ``set_name`` with ``model_name``; write ``out_path``.
 
@@ -134,14 +144,19 @@ def extract_embeddings(
     needed = "text" if modality == "text" else "path"
     if needed not in df.columns:
         raise ValueError(f"{manifest_path}: a {modality} manifest needs a {needed!r} column")
+    what = f"{set_name} ({manifest_path})"
     df, rejected = screen_stimuli(df, modality, manifest_path, on_bad_input=on_bad_input,
-                                  multichannel_audio=multichannel_audio, what=f"{set_name} ({manifest_path})")
+                                  multichannel_audio=multichannel_audio, what=what,
+                                  max_audio_seconds=max_audio_seconds, min_image_size=min_image_size)
 
     adapter = load_model(model_name, spec, model_dir=model_dir, device=device)
     limit_threads(threads)  # torch is imported now
     if modality not in adapter.towers:
         raise ValueError(f"model {model_name!r} has no {modality!r} tower for set {set_name!r} "
                          f"(towers: {list(adapter.towers)})")
+    if modality == "audio":  # checks that need the model: its receptive field
+        df, more = _screen_for_model(df, adapter, model_name, manifest_path, on_bad_input, what)
+        rejected = pd.concat([rejected, more], ignore_index=True)
     all_layers = adapter.layers(modality)
     layers = _select_layers(adapter, model_name, modality, spec.get("layers"))
     batch_size = max(int(spec.get("batch_size") or DEFAULT_BATCH_SIZE), 1)
@@ -173,6 +188,12 @@ def extract_embeddings(
         bar.update(len(idx))
     bar.close()
     seconds = time.perf_counter() - start
+    keep, more = _degenerate_embeddings(df, results, layers, model_name, on_bad_input, what)
+    if len(more):
+        rejected = pd.concat([rejected, more], ignore_index=True)
+        df = df[keep].reset_index(drop=True)
+        ids = df["stimulus_id"].astype(str).tolist()
+        results = {name: mat[keep] for name, mat in results.items()}
 
     meta = adapter.provenance()
     meta.update(
@@ -202,6 +223,43 @@ def extract_embeddings(
     log.info("%d items in %.1f s (%.1f items/s); %d rejected", len(df), seconds, rate, len(rejected))
     return {"n_items": len(df), "n_rejected": len(rejected), "layers": layers, "rows": rows_written, "seconds": seconds,
             "items_per_s": rate}
+
+
+def _screen_for_model(df, adapter, model_name, manifest_path, on_bad_input, what):
+    """Quarantine clips shorter than the model's receptive field (``too_short``): padded, they
+    would give a vector of padding, and alone they crash the convolution."""
+    import soundfile as sf
+
+    min_samples = adapter.min_input_samples("audio")
+    rate = adapter.input_sample_rate("audio")
+    rows = []
+    for i, rel in enumerate(df["path"].astype(str)):
+        info = sf.info(str(io.resolve_stimulus_path(manifest_path, rel)))
+        problem = too_short_problem(info.frames, info.samplerate, min_samples, rate, f"model {model_name!r}")
+        if problem:
+            rows.append((i, str(df["stimulus_id"].iloc[i]), rel, *problem))
+    return quarantine(df, rows, on_bad_input=on_bad_input, what=what, stage=f"length check for {model_name}")
+
+
+def _degenerate_embeddings(df, results, layers, model_name, on_bad_input, what):
+    """``(keep mask, rejected table)``: a stimulus whose embedding is non-finite or exactly zero
+    in any layer is never stored (``degenerate_embedding``)."""
+    bad: dict[int, str] = {}
+    for name in layers:
+        mat = results[name]
+        nonfinite = ~np.isfinite(mat).all(axis=1)
+        zero = ~nonfinite & ~mat.any(axis=1)
+        for i in np.flatnonzero(nonfinite):
+            bad.setdefault(int(i), f"model {model_name!r} gave a non-finite embedding in layer {name}")
+        for i in np.flatnonzero(zero):
+            bad.setdefault(int(i), f"model {model_name!r} gave an all-zero embedding in layer {name}")
+    rows = [(i, str(df["stimulus_id"].iloc[i]), str(df["path"].iloc[i]) if "path" in df.columns else "",
+             "degenerate_embedding", reason) for i, reason in sorted(bad.items())]
+    keep = np.ones(len(df), dtype=bool)
+    keep[list(bad)] = False
+    if rows:
+        quarantine(df, rows, on_bad_input=on_bad_input, what=what, stage="embedding check")
+    return keep, pd.DataFrame([r[1:] for r in rows], columns=["stimulus_id", "path", "check", "reason"])
 
 
 #: Spec keys that change how the work is scheduled, not the embeddings (left out of the hash).

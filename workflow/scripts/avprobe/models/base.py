@@ -79,6 +79,12 @@ class Adapter:
     def input_sample_rate(self, tower: str = "audio") -> int | None:
         return None
 
+    def min_input_samples(self, tower: str = "audio") -> int | None:
+        """Fewest samples (at :meth:`input_sample_rate`) that give the model one output frame:
+        its convolutional receptive field or its first analysis window. Shorter clips are
+        quarantined (``too_short``) instead of being embedded as padding."""
+        return None
+
     def pooling(self, tower: str) -> str:
         self.check_tower(tower)
         return self._pooling[tower]
@@ -152,6 +158,14 @@ class Adapter:
 # ---------------------------------------------------------------------------------------------
 # Inputs
 # ---------------------------------------------------------------------------------------------
+
+
+def receptive_field(kernels: Sequence[int], strides: Sequence[int]) -> int:
+    """Samples a stack of unpadded 1-D convolutions needs for one output frame."""
+    field = 1
+    for k, s in zip(reversed(list(kernels)), reversed(list(strides))):
+        field = (field - 1) * int(s) + int(k)
+    return field
 
 
 def resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:

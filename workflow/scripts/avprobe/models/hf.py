@@ -34,6 +34,7 @@ from .base import (
     hf_load,
     lengths_to_mask,
     numpy_seed,
+    receptive_field,
     pool,
     resolve_dtype,
     select_device,
@@ -193,6 +194,9 @@ class HFAudioAdapter(HFAdapter):
     def input_sample_rate(self, tower="audio"):
         return int(self.feature_extractor.sampling_rate)
 
+    def min_input_samples(self, tower="audio"):
+        return receptive_field(self.config.conv_kernel, self.config.conv_stride)
+
     def layers(self, tower):
         self.check_tower(tower)
         return self._numbered(self.config.num_hidden_layers)
@@ -250,6 +254,9 @@ class WhisperEncoderAdapter(HFAdapter):
     def input_sample_rate(self, tower="audio"):
         return int(self.feature_extractor.sampling_rate)
 
+    def min_input_samples(self, tower="audio"):
+        return int(self.feature_extractor.n_fft)  # one STFT window
+
     def layers(self, tower):
         self.check_tower(tower)
         return self._numbered(self.config.encoder_layers)
@@ -278,12 +285,17 @@ class ASTAdapter(HFAdapter):
 
     family = "ast"
     natural_towers = ("audio",)
+    #: Kaldi fbank frames: 25 ms windows every 10 ms.
+    FRAME_S, HOP_S = 0.025, 0.010
 
     def load_processors(self, source, revision):
         self.feature_extractor = self._load("AutoFeatureExtractor", source, revision)
 
     def input_sample_rate(self, tower="audio"):
         return int(self.feature_extractor.sampling_rate)
+
+    def min_input_samples(self, tower="audio"):
+        return int(round(self.FRAME_S * self.input_sample_rate()))  # one fbank frame
 
     def layers(self, tower):
         self.check_tower(tower)
@@ -469,6 +481,9 @@ class CLAPAdapter(_TextMixin, HFAdapter):
 
     def input_sample_rate(self, tower="audio"):
         return int(self.feature_extractor.sampling_rate) if "audio" in self.towers else None
+
+    def min_input_samples(self, tower="audio"):
+        return int(self.feature_extractor.fft_window_size) if "audio" in self.towers else None
 
     def layers(self, tower):
         self.check_tower(tower)

@@ -1,0 +1,142 @@
+"""Hostile inputs (issue 15): each kind of bad input is quarantined, refused with a clear error,
+or handled, never turned into a silent wrong value."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)
+transformers = pytest.importorskip("transformers")
+transformers.logging.set_verbosity_error()
+sf = pytest.importorskip("soundfile")
+
+from avprobe import io  # noqa: E402
+from avprobe.extract import extract_embeddings  # noqa: E402
+from avprobe.models.build import build_untrained  # noqa: E402
+from avprobe.validate import BadInputError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "resources" / "model_configs"
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("built")
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = build_untrained(CONFIGS / name, root / name, seed=0)
+        return cache[name]
+    return get
+
+
+def noise(n, seed=0, amp=0.1):
+    return (amp * np.random.default_rng(seed).standard_normal(n)).astype(np.float32)
+
+
+def write_set(root: Path, clips: dict, rates: dict | None = None) -> Path:
+    """An audio manifest of ``{stimulus_id: waveform}`` (float WAVs), labels alternating."""
+    (root / "wav").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (sid, wave) in enumerate(clips.items()):
+        rate = (rates or {}).get(sid, RATE)
+        sf.write(root / "wav" / f"{sid}.wav", np.asarray(wave, np.float32), rate, subtype="FLOAT")
+        rows.append({"stimulus_id": sid, "path": f"wav/{sid}.wav", "label": ["sharp", "round"][i % 2]})
+    pd.DataFrame(rows).to_parquet(root / "manifest.parquet", index=False)
+    return root / "manifest.parquet"
+
+
+HUBERT = {"family": "hf_audio", "kind": "untrained", "towers": ["audio"], "batch_size": 4}
+
+
+# ------------------------------------------------------------------ kind 1: degenerate audio
+def test_hubert_receptive_field_comes_from_its_config(built):
+    from avprobe.models import load_model
+    from avprobe.models.base import receptive_field
+
+    adapter = load_model("h", HUBERT, model_dir=built("hubert-tiny"))
+    # hubert-tiny: kernels 10, 8, 4, 4; strides 5, 4, 4, 4 → (((4-1)*4+4-1)*4+8-1)*5+10
+    assert adapter.min_input_samples() == 345
+    assert receptive_field([10, 3, 3, 3, 3, 2, 2], [5, 2, 2, 2, 2, 2, 2]) == 400  # wav2vec2/HuBERT base
+    lengths = adapter.model._get_feat_extract_output_lengths(torch.tensor([344, 345]))
+    assert lengths.tolist() == [0, 1]
+
+
+def test_degenerate_clips_are_quarantined_with_the_check_named(built, tmp_path):
+    clips = {
+        "ok1": noise(RATE, 1), "ok2": noise(RATE // 2, 2), "ok3": noise(RATE, 3),
+        "short300": noise(300, 4),          # batched with 1 s clips: was an all-zero vector
+        "one": noise(1, 5), "ten": noise(10, 6), "edge344": noise(344, 7),
+        "silence": np.zeros(RATE, np.float32),
+        "dc": np.full(RATE, 0.25, np.float32),     # a constant offset is no signal either
+        "huge": np.full(RATE, 1e30, np.float32) * np.sign(noise(RATE, 8)),
+        "big": noise(RATE, 9, amp=1e7),
+        "nan": np.where(np.arange(RATE) == 5, np.nan, noise(RATE, 10)).astype(np.float32),
+        "low_rate": noise(20, 11),           # a header claiming 2 Hz
+        "slow": noise(10, 12),               # 10 samples at 8 kHz → 20 samples at 16 kHz
+    }
+    manifest = write_set(tmp_path / "set", clips, rates={"low_rate": 2, "slow": 8000})
+    out, rej = tmp_path / "emb.parquet", tmp_path / "rejected.parquet"
+    summary = extract_embeddings(manifest, "pseudowords", "h", HUBERT, out, model_dir=built("hubert-tiny"),
+                                 rejected_path=rej)
+    table = pd.read_parquet(rej).set_index("stimulus_id")
+    expected = {"short300": "too_short", "one": "too_short", "ten": "too_short", "edge344": "too_short",
+                "slow": "too_short", "silence": "silent", "dc": "silent", "huge": "overflow",
+                "big": "overflow", "nan": "non_finite", "low_rate": "sample_rate"}
+    assert table["check"].to_dict() == expected
+    assert "300 samples at 16000 Hz" in table.loc["short300", "reason"]
+    assert "needs at least 345" in table.loc["short300", "reason"]
+    assert "digital silence" in table.loc["silence", "reason"]
+    assert "constant offset" in table.loc["dc", "reason"]
+    assert summary["n_items"] == 3 and summary["n_rejected"] == len(expected)
+    for name, _ in io.embedding_layers(out):
+        ids, x = io.read_layer(out, name)
+        assert ids == ["ok1", "ok2", "ok3"]
+        assert np.isfinite(x).all() and np.abs(x).sum(1).min() > 0
+    # the clip at 345 samples is long enough, and embedded
+    manifest = write_set(tmp_path / "edge", {"a": noise(345, 1), "b": noise(RATE, 2)})
+    extract_embeddings(manifest, "pseudowords", "h", HUBERT, tmp_path / "e.parquet", model_dir=built("hubert-tiny"))
+    ids, x = io.read_layer(tmp_path / "e.parquet", "4")
+    assert ids == ["a", "b"] and np.abs(x).sum(1).min() > 0
+
+
+def test_degenerate_clips_fail_the_job_under_on_bad_input_fail(built, tmp_path):
+    manifest = write_set(tmp_path / "set", {"ok": noise(RATE), "short": noise(300)})
+    with pytest.raises(BadInputError, match=r"short \(wav/short.wav\): too short for model 'h': 300 samples"):
+        extract_embeddings(manifest, "pseudowords", "h", HUBERT, tmp_path / "e.parquet",
+                           model_dir=built("hubert-tiny"), on_bad_input="fail")
+
+
+def test_a_zero_or_non_finite_embedding_is_never_stored(built, tmp_path, monkeypatch):
+    """Whatever slips past the input checks: the vector is checked before it is written."""
+    from avprobe.models.hf import HFAudioAdapter
+
+    manifest = write_set(tmp_path / "set", {"a": noise(RATE, 1), "b": noise(RATE, 2), "c": noise(RATE, 3)})
+    real = HFAudioAdapter._embed
+
+    def broken(self, tower, items, names):
+        out = real(self, tower, items, names)
+        for i, w in enumerate(items):
+            if abs(float(w[0]) - float(noise(RATE, 2)[0])) < 1e-9:
+                out["2"][i] = 0.0
+            if abs(float(w[0]) - float(noise(RATE, 3)[0])) < 1e-9:
+                out["3"][i, 0] = np.nan
+        return out
+
+    monkeypatch.setattr(HFAudioAdapter, "_embed", broken)
+    rej = tmp_path / "rej.parquet"
+    extract_embeddings(manifest, "pseudowords", "h", HUBERT, tmp_path / "e.parquet",
+                       model_dir=built("hubert-tiny"), rejected_path=rej)
+    table = pd.read_parquet(rej).set_index("stimulus_id")
+    assert table["check"].to_dict() == {"b": "degenerate_embedding", "c": "degenerate_embedding"}
+    assert "all-zero embedding in layer 2" in table.loc["b", "reason"]
+    assert "non-finite embedding in layer 3" in table.loc["c", "reason"]
+    assert io.read_layer(tmp_path / "e.parquet", "0")[0] == ["a"]
