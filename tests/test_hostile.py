@@ -140,3 +140,64 @@ def test_a_zero_or_non_finite_embedding_is_never_stored(built, tmp_path, monkeyp
     assert "all-zero embedding in layer 2" in table.loc["b", "reason"]
     assert "non-finite embedding in layer 3" in table.loc["c", "reason"]
     assert io.read_layer(tmp_path / "e.parquet", "0")[0] == ["a"]
+
+
+# ------------------------------------------------------------------ kind 2: degenerate RDM rows
+@pytest.mark.parametrize("distance, bad_row", [("cosine", np.zeros(6)), ("correlation", np.full(6, 0.7)),
+                                               ("correlation", np.zeros(6))])
+def test_degenerate_rows_give_nan_distances_like_rsatoolbox_and_scipy(distance, bad_row):
+    from scipy.spatial.distance import pdist
+
+    from avprobe.analysis.rsa import rdm_matrix, upper
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 6))
+    x[2] = bad_row
+    ours = upper(rdm_matrix(x, distance))
+    assert np.isnan(ours).sum() == 4  # row 2 against the four others, never 1.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        theirs = pdist(x, distance)
+    ok = ~np.isnan(ours)
+    np.testing.assert_allclose(ours[ok], theirs[ok], atol=1e-12)
+    if bad_row.any():
+        # a constant 0.7 minus its mean leaves 1e-16 rounding residue, which scipy and rsatoolbox
+        # turn into a distance of 1.0 (the silent value of the issue); ours is NaN, exactly
+        return
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
+    rsatoolbox = pytest.importorskip("rsatoolbox")
+    data = x if distance == "correlation" else np.concatenate([x, -x], axis=1)  # cosine as documented
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ref = rsatoolbox.rdm.calc_rdm(rsatoolbox.data.Dataset(data), method="correlation").dissimilarities[0]
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))
+
+
+def _labelled_embeddings(tmp_path, x):
+    ids = [f"s{i}" for i in range(len(x))]
+    man = pd.DataFrame({"stimulus_id": ids, "label": ["sharp", "round"] * (len(x) // 2)})
+    man.to_parquet(tmp_path / "manifest.parquet", index=False)
+    io.write_embeddings([("0", 0, (ids, x.astype(np.float32)))], tmp_path / "emb.parquet", {})
+    return tmp_path / "manifest.parquet", tmp_path / "emb.parquet"
+
+
+def test_rsa_refuses_a_zero_row_naming_the_stimulus(tmp_path):
+    from avprobe.analysis.rsa import run_rsa
+
+    x = np.random.default_rng(0).normal(size=(8, 5))
+    x[3] = 0.0
+    manifest, emb = _labelled_embeddings(tmp_path, x)
+    with pytest.raises(BadInputError, match=r"layer '0' has 1 all-zero embeddings \('s3'\)"):
+        run_rsa(manifest, emb, set_name="shapes", model="m", n_bootstrap=10, n_permutations=10)
+
+
+def test_rsa_refuses_a_constant_row_under_correlation_naming_the_stimulus(tmp_path):
+    from avprobe.analysis.rsa import run_rsa
+
+    x = np.random.default_rng(0).normal(size=(8, 5))
+    x[5] = 2.5
+    manifest, emb = _labelled_embeddings(tmp_path, x)
+    with pytest.raises(BadInputError, match=r"layer '0'.*1 constant embedding\(s\) \('s5'\) have no correlation"):
+        run_rsa(manifest, emb, set_name="shapes", model="m", cfg={"distance": "correlation"},
+                n_bootstrap=10, n_permutations=10)
+    # cosine is defined for a constant (non-zero) row: the analysis runs, every value finite
+    table = run_rsa(manifest, emb, set_name="shapes", model="m", n_bootstrap=10, n_permutations=10)
+    assert len(table) and np.isfinite(table["value"]).all()

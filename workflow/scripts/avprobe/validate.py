@@ -405,13 +405,24 @@ def require_classes(frame: pd.DataFrame, column: str = "label", classes=io.LABEL
         )
 
 
-def check_layer(name: str, x: np.ndarray, path: str | os.PathLike) -> np.ndarray:
-    """Raise on an empty, non-finite or constant layer (all its embeddings identical)."""
+def check_layer(name: str, x: np.ndarray, path: str | os.PathLike, ids=None) -> np.ndarray:
+    """Raise on an empty, non-finite or constant layer (all its embeddings identical), or on an
+    all-zero embedding (no direction: cosine similarity, L2 normalisation and RDMs are
+    undefined for it), naming the stimuli when ``ids`` are given."""
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise BadInputError(f"{path}: layer {name!r} is empty (shape {x.shape})")
     bad = ~np.isfinite(x)
     if bad.any():
-        raise BadInputError(f"{path}: layer {name!r} has {int(bad.any(1).sum())} embeddings with NaN or Inf")
+        rows = np.flatnonzero(bad.any(1))
+        which = f" ({_examples([ids[i] for i in rows])})" if ids is not None else ""
+        raise BadInputError(f"{path}: layer {name!r} has {rows.size} embeddings with NaN or Inf{which}; "
+                            "rerun the extraction, which quarantines them")
+    zero = np.flatnonzero(~x.any(axis=1))
+    if zero.size:
+        which = f" ({_examples([ids[i] for i in zero])})" if ids is not None else ""
+        raise BadInputError(f"{path}: layer {name!r} has {zero.size} all-zero embeddings{which}: no direction, "
+                            "so cosine similarities and RDMs are undefined; rerun the extraction, which "
+                            "quarantines them (degenerate_embedding)")
     if x.shape[0] > 1 and not np.ptp(x, axis=0).any():
         raise BadInputError(
             f"{path}: layer {name!r} is constant — all {x.shape[0]} embeddings are identical, so every "
@@ -424,10 +435,10 @@ def check_layer(name: str, x: np.ndarray, path: str | os.PathLike) -> np.ndarray
 def checked_layers(path: str | os.PathLike) -> Iterator[tuple[str, int, list[str], np.ndarray]]:
     """:func:`avprobe.io.read_all_layers`, each layer checked by :func:`check_layer`."""
     for name, index, ids, x in io.read_all_layers(path):
-        yield name, index, ids, check_layer(name, x, path)
+        yield name, index, ids, check_layer(name, x, path, ids)
 
 
 def read_checked_layer(path: str | os.PathLike, layer: str) -> tuple[list[str], np.ndarray]:
     """:func:`avprobe.io.read_layer`, checked by :func:`check_layer`."""
     ids, x = io.read_layer(path, layer)
-    return ids, check_layer(layer, x, path)
+    return ids, check_layer(layer, x, path, ids)
