@@ -201,3 +201,59 @@ def test_rsa_refuses_a_constant_row_under_correlation_naming_the_stimulus(tmp_pa
     # cosine is defined for a constant (non-zero) row: the analysis runs, every value finite
     table = run_rsa(manifest, emb, set_name="shapes", model="m", n_bootstrap=10, n_permutations=10)
     assert len(table) and np.isfinite(table["value"]).all()
+
+
+# ------------------------------------------------------------------ kind 6: silent empty results
+def _unlabelled(tmp_path, extra=None):
+    x = np.random.default_rng(1).normal(size=(8, 5))
+    manifest, emb = _labelled_embeddings(tmp_path, x)
+    man = pd.read_parquet(manifest).drop(columns="label")
+    for k, v in (extra or {}).items():
+        man[k] = v
+    man.to_parquet(manifest, index=False)
+    return manifest, emb
+
+
+def test_rsa_without_a_label_column_names_the_set_and_column(tmp_path):
+    from avprobe.analysis.rsa import run_rsa
+
+    manifest, emb = _unlabelled(tmp_path)
+    with pytest.raises(BadInputError, match=r"set 'shapes' \(.*manifest.parquet\): the manifest has no column "
+                                            r"'label' \(no reference RDM"):
+        run_rsa(manifest, emb, tmp_path / "out.parquet", set_name="shapes", model="m",
+                n_bootstrap=10, n_permutations=10)
+    assert not (tmp_path / "out.parquet").exists()
+    # a reference column that never varies is no reference either
+    manifest, emb = _unlabelled(tmp_path, {"material": "wood"})
+    with pytest.raises(BadInputError, match="no reference RDM — the columns"):
+        run_rsa(manifest, emb, set_name="shapes", model="m", n_bootstrap=10, n_permutations=10)
+
+
+def test_probe_without_a_label_column_names_the_set_and_column(tmp_path):
+    from avprobe.analysis.probe import run_probe
+
+    manifest, emb = _unlabelled(tmp_path)
+    with pytest.raises(BadInputError, match=r"set 'shapes' \(.*\): the manifest has no column 'label'"):
+        run_probe(manifest, emb, tmp_path / "out.parquet", set_name="shapes", model="m",
+                  n_bootstrap=10, n_permutations=10)
+    assert not (tmp_path / "out.parquet").exists()
+    manifest, emb = _unlabelled(tmp_path, {"material": ["wood", "metal"] * 4})
+    with pytest.raises(BadInputError, match=r"no column 'colour' \(a target in probe.targets\)"):
+        run_probe(manifest, emb, set_name="impacts", model="m", cfg={"targets": ["colour"]},
+                  n_bootstrap=10, n_permutations=10)
+    # a target with one class only: no result, said so
+    manifest, emb = _unlabelled(tmp_path, {"material": "wood"})
+    with pytest.raises(BadInputError, match=r"no probe result — every target column \['material'\]"):
+        run_probe(manifest, emb, set_name="shapes", model="m", n_bootstrap=10, n_permutations=10)
+
+
+def test_symbolism_without_a_label_column_names_the_set_and_column(tmp_path):
+    from avprobe.analysis.symbolism import run_symbolism
+
+    (tmp_path / "w").mkdir()
+    (tmp_path / "i").mkdir()
+    wm, we = _labelled_embeddings(tmp_path / "w", np.random.default_rng(2).normal(size=(8, 5)))
+    im, ie = _unlabelled(tmp_path / "i")
+    with pytest.raises(BadInputError, match=r"set 'shapes' \(.*\): the manifest has no column 'label'"):
+        run_symbolism(wm, we, im, ie, model="m", words="pseudoword_text", images="shapes",
+                      n_permutations=10, n_bootstrap=10)

@@ -390,6 +390,17 @@ def analysis_manifest(
     return m.reset_index(drop=True)
 
 
+def require_columns(frame: pd.DataFrame, columns, *, set_name: str, manifest_path=None, why: str = "") -> None:
+    """Raise naming the set, its manifest and the first missing column of ``columns``."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        where = f" ({manifest_path})" if manifest_path else ""
+        raise BadInputError(
+            f"set {set_name!r}{where}: the manifest has no column {missing[0]!r}"
+            f"{' (' + why + ')' if why else ''}; its columns are {list(map(str, frame.columns))}. "
+            f"Rebuild the set's manifest with that column, or leave the set out of this analysis")
+
+
 def require_classes(frame: pd.DataFrame, column: str = "label", classes=io.LABELS, what: str = "") -> None:
     """Every one of ``classes`` must have members among the non-reference rows."""
     rows = frame

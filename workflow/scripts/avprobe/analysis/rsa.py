@@ -1040,6 +1040,14 @@ def run_rsa(
     groups: list[tuple[np.ndarray | None, list[Reference]]] = [
         (None, build_references(units, cfg.get("labels", DEFAULT_LABELS), cfg.get("attributes", DEFAULT_ATTRIBUTES)))
     ]
+    if not groups[0][1] and not ratings:
+        labels = list(cfg.get("labels", DEFAULT_LABELS)) + list(cfg.get("attributes", DEFAULT_ATTRIBUTES))
+        if not any(c in man.columns for c in labels):
+            validate.require_columns(man, labels[:1], set_name=set_name, manifest_path=manifest,
+                                     why=f"no reference RDM: RSA needs a varying column among {labels}, or ratings")
+        raise validate.BadInputError(
+            f"set {set_name!r} ({manifest}): no reference RDM — the columns {labels} are missing, constant or "
+            f"vary within {units.unit} units, and there are no ratings; RSA would write no rows")
     table_ratings = _read_ratings(ratings, stimulus_ids=man["stimulus_id"])
     ceilings: dict[str, dict] = {}
     rater_vecs: tuple[np.ndarray, dict[str, np.ndarray]] = (np.zeros(0, dtype=np.intp), {})
