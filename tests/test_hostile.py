@@ -257,3 +257,94 @@ def test_symbolism_without_a_label_column_names_the_set_and_column(tmp_path):
     with pytest.raises(BadInputError, match=r"set 'shapes' \(.*\): the manifest has no column 'label'"):
         run_symbolism(wm, we, im, ie, model="m", words="pseudoword_text", images="shapes",
                       n_permutations=10, n_bootstrap=10)
+
+
+# ------------------------------------------------------------------ kind 4: images read wrongly
+CLIP = {"family": "clip", "kind": "untrained", "towers": ["text", "image"], "batch_size": 4}
+
+
+def _displayed(h=40, w=24):
+    """An asymmetric picture: which way up it is read matters."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.stack([yy * 255 // h, xx * 255 // w, (yy < h // 4) * 255], axis=2).astype(np.uint8)
+
+
+@pytest.mark.parametrize("orientation, inverse", [(6, "ROTATE_90"), (8, "ROTATE_270"), (3, "ROTATE_180"),
+                                                  (2, "FLIP_LEFT_RIGHT")])
+def test_exif_orientation_is_applied_at_read_time(tmp_path, orientation, inverse):
+    from PIL import Image
+
+    from avprobe.extract import load_image
+
+    shown = _displayed()
+    stored = Image.fromarray(shown).transpose(getattr(Image.Transpose, inverse))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored.save(tmp_path / "photo.png", exif=exif)
+    np.testing.assert_array_equal(load_image(tmp_path / "photo.png"), shown)
+    stored.save(tmp_path / "photo.jpg", exif=exif, quality=100)
+    got = load_image(tmp_path / "photo.jpg")
+    assert got.shape == shown.shape and np.abs(got.astype(int) - shown).mean() < 3
+
+
+def test_a_rotated_photo_embeds_as_displayed(built, tmp_path):
+    from PIL import Image
+
+    shown = _displayed(48, 32)
+    (tmp_path / "png").mkdir()
+    Image.fromarray(shown).save(tmp_path / "png" / "plain.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(shown).transpose(Image.Transpose.ROTATE_90).save(tmp_path / "png" / "rotated.png", exif=exif)
+    pd.DataFrame({"stimulus_id": ["plain", "rotated"], "path": ["png/plain.png", "png/rotated.png"],
+                  "label": ["sharp", "round"]}).to_parquet(tmp_path / "manifest.parquet", index=False)
+    out = tmp_path / "e.parquet"
+    extract_embeddings(tmp_path / "manifest.parquet", "shapes", "c", CLIP, out, model_dir=built("clip-tiny"))
+    for name, _ in io.embedding_layers(out):
+        _, x = io.read_layer(out, name)
+        np.testing.assert_array_equal(x[0], x[1])
+
+
+@pytest.mark.parametrize("config", ["clip-tiny", "vit-tiny", "dinov2-tiny", "siglip-tiny"])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 1), (1, 3), (1, 4800), (4, 3)])
+def test_image_processors_are_told_channels_last(built, config, shape):
+    """The pixel values of an HxWx3 array equal those of the same picture as a PIL image
+    (unambiguous), for every image family; guessed, 3xN arrays were read channels-first."""
+    from PIL import Image
+
+    from avprobe.models import load_model
+
+    family = {"clip-tiny": "clip", "siglip-tiny": "siglip"}.get(config, "hf_image")
+    spec = {"family": family, "kind": "untrained", "towers": ["image"]}
+    adapter = load_model("m", spec, model_dir=built(config))
+    arr = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    ours = adapter._image_batch([arr])["pixel_values"]
+    truth = adapter.image_processor(images=[Image.fromarray(arr)], return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(ours, truth, rtol=0, atol=1e-6)
+
+
+def test_tiny_and_strip_images_are_quarantined(built, tmp_path):
+    from PIL import Image
+
+    sizes = {"p1x1": (1, 1), "p3x1": (3, 1), "p1x4800": (1, 4800), "p8x8": (8, 8), "p15x40": (15, 40),
+             "strip": (16, 2000), "ok16": (16, 16), "ok_wide": (20, 300), "ok": (64, 48)}
+    (tmp_path / "png").mkdir()
+    rng = np.random.default_rng(0)
+    for sid, (h, w) in sizes.items():
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / "png" / f"{sid}.png")
+    pd.DataFrame({"stimulus_id": list(sizes), "path": [f"png/{s}.png" for s in sizes],
+                  "label": ["sharp", "round"] * 4 + ["sharp"]}).to_parquet(tmp_path / "manifest.parquet", index=False)
+    rej = tmp_path / "rej.parquet"
+    out = tmp_path / "e.parquet"
+    extract_embeddings(tmp_path / "manifest.parquet", "shapes", "c", CLIP, out, model_dir=built("clip-tiny"),
+                       rejected_path=rej)
+    table = pd.read_parquet(rej).set_index("stimulus_id")
+    assert table["check"].to_dict() == {s: "too_small" for s in ("p1x1", "p3x1", "p1x4800", "p8x8", "p15x40",
+                                                                "strip")}
+    assert "1x3 pixels: a side is below min_image_size = 16 px" in table.loc["p3x1", "reason"]
+    assert "aspect ratio 125:1" in table.loc["strip", "reason"]
+    assert io.read_layer(out, "joint")[0] == ["ok16", "ok_wide", "ok"]
+    # the threshold is the config's
+    extract_embeddings(tmp_path / "manifest.parquet", "shapes", "c", CLIP, out, model_dir=built("clip-tiny"),
+                       rejected_path=rej, min_image_size=8)
+    assert set(pd.read_parquet(rej)["stimulus_id"]) == {"p1x1", "p3x1", "p1x4800", "strip"}

@@ -55,11 +55,12 @@ def load_audio(path) -> tuple[np.ndarray, int]:
 
 
 def load_image(path) -> np.ndarray:
-    """An HxWx3 uint8 RGB array."""
-    from PIL import Image
+    """An HxWx3 uint8 RGB array, as displayed: the EXIF orientation tag (a phone's rotated JPEG)
+    is applied, as every viewer does."""
+    from PIL import Image, ImageOps
 
     with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+        return np.asarray(ImageOps.exif_transpose(img).convert("RGB"), dtype=np.uint8)
 
 
 def _order(df, modality: str, manifest_path) -> np.ndarray:

@@ -25,10 +25,10 @@ def _pick_evenly(df: pd.DataFrame, n: int, by: str | None) -> pd.DataFrame:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
+        return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))  # as displayed
 
 
 def _read_audio(path: Path) -> tuple[np.ndarray, int]:

@@ -127,6 +127,11 @@ class HFAdapter(Adapter):
 
         return hf_load(getattr(transformers, loader_name), self.name, source, revision)
 
+    def _image_batch(self, items):
+        """The image processor's batch for HxWx3 arrays, channels-last stated explicitly: left to
+        guess, processors read a 1x1, 3x1 or 1xN image as channels-first."""
+        return self.image_processor(images=items, return_tensors="pt", input_data_format="channels_last")
+
     def _to_device(self, batch: Mapping, float_keys=("input_values", "input_features", "pixel_values")):
         out = {}
         for k, v in batch.items():
@@ -381,7 +386,7 @@ class HFImageAdapter(HFAdapter):
     def _embed(self, tower, items, names):
         import torch
 
-        batch = self.image_processor(images=items, return_tensors="pt")
+        batch = self._image_batch(items)
         inputs = self._to_device({"pixel_values": batch["pixel_values"]})
         with torch.inference_mode():
             hs = self.model(**inputs, output_hidden_states=True).hidden_states
@@ -415,7 +420,7 @@ class CLIPAdapter(_TextMixin, HFAdapter):
                 out = self.model.get_text_features(**inputs, output_hidden_states=True)
                 joint, hs = _features(out, lambda: self.model.text_model(**inputs, output_hidden_states=True))
             else:
-                batch = self.image_processor(images=items, return_tensors="pt")
+                batch = self._image_batch(items)
                 inputs = self._to_device({"pixel_values": batch["pixel_values"]})
                 out = self.model.get_image_features(**inputs, output_hidden_states=True)
                 joint, hs = _features(out, lambda: self.model.vision_model(**inputs, output_hidden_states=True))
@@ -433,7 +438,7 @@ class CLIPAdapter(_TextMixin, HFAdapter):
 
         with torch.inference_mode():
             if tower == "image":
-                batch = self.image_processor(images=items, return_tensors="pt")
+                batch = self._image_batch(items)
                 inputs = self._to_device({"pixel_values": batch["pixel_values"]})
                 vision = self.model.vision_model
                 hidden = vision(**inputs).last_hidden_state
