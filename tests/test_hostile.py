@@ -348,3 +348,142 @@ def test_tiny_and_strip_images_are_quarantined(built, tmp_path):
     extract_embeddings(tmp_path / "manifest.parquet", "shapes", "c", CLIP, out, model_dir=built("clip-tiny"),
                        rejected_path=rej, min_image_size=8)
     assert set(pd.read_parquet(rej)["stimulus_id"]) == {"p1x1", "p3x1", "p1x4800", "strip"}
+
+
+# ------------------------------------------------------------------ kind 3: longer than the window
+AST = {"family": "ast", "kind": "untrained", "towers": ["audio"], "batch_size": 4}
+
+
+def test_each_audio_family_declares_its_window(built):
+    from avprobe.models import load_model
+
+    ast = load_model("a", AST, model_dir=built("ast-tiny"))
+    assert ast.native_window_samples() == 63 * 160 + 400  # max_length 64 fbank frames
+    fe = ast.feature_extractor
+    frames = fe([noise(ast.input_window_samples())], sampling_rate=RATE, return_tensors="np")
+    assert frames["input_values"].shape[1] == 64
+    hub = load_model("h", HUBERT, model_dir=built("hubert-tiny"))
+    assert hub.input_window_samples() == 30 * RATE
+    assert load_model("h", {**HUBERT, "max_input_seconds": 2}, model_dir=built("hubert-tiny")).input_window_samples() == 2 * RATE
+    clap = load_model("c", {"family": "clap", "kind": "untrained", "towers": ["audio"]}, model_dir=built("clap-tiny"))
+    assert clap.input_window_samples() == 32000  # max_length_s 2
+    whisper = load_model("w", {"family": "whisper_encoder", "kind": "untrained", "towers": ["audio"]},
+                         model_dir=built("whisper-tiny-random"))
+    assert whisper.input_window_samples() == whisper.feature_extractor.n_samples
+    # a cap can only shorten a native window
+    assert load_model("a", {**AST, "max_input_seconds": 100}, model_dir=built("ast-tiny")).input_window_samples() == 10480
+
+
+def test_a_clip_longer_than_asts_window_is_logged_counted_truncated_or_chunked(built, tmp_path, caplog):
+    from avprobe.models import load_model
+
+    window = 10480
+    long = noise(3 * window, 1)
+    manifest = write_set(tmp_path / "set", {"long": long, "short": noise(window // 2, 2)})
+    out = tmp_path / "t.parquet"
+    with caplog.at_level(logging.INFO, logger="avprobe"):
+        extract_embeddings(manifest, "pseudowords", "a", AST, out, model_dir=built("ast-tiny"))
+    assert "1 of 2 clips of pseudowords are longer than a's 0.66 s input window (truncate): long" in caplog.text
+    meta = io.embeddings_metadata(out)
+    assert meta["n_long_inputs"] == 1 and meta["long_input_ids"] == ["long"] and meta["long_inputs"] == "truncate"
+    assert meta["input_window_s"] == pytest.approx(window / RATE)
+    adapter = load_model("a", AST, model_dir=built("ast-tiny"))
+    first = adapter.embed("audio", [long[:window]], layers=["2"])["2"][0]
+    np.testing.assert_array_equal(io.read_layer(out, "2")[1][0], first)
+    # chunked: the length-weighted mean of the three windows
+    out = tmp_path / "c.parquet"
+    extract_embeddings(manifest, "pseudowords", "a", {**AST, "long_inputs": "chunk"}, out, model_dir=built("ast-tiny"))
+    parts = adapter.embed("audio", [long[i * window:(i + 1) * window] for i in range(3)], layers=["2"])["2"]
+    np.testing.assert_allclose(io.read_layer(out, "2")[1][0], parts.mean(0), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(parts.mean(0), first, atol=1e-3)
+
+
+def test_memory_is_bounded_by_batch_times_window(built, tmp_path, monkeypatch):
+    """A 10-minute clip: the model never sees more than batch_size clips of one window."""
+    from avprobe.models.hf import HFAudioAdapter
+
+    seen = []
+    real = HFAudioAdapter._embed
+
+    def spy(self, tower, items, names):
+        seen.append((len(items), max(len(w) for w in items)))
+        return real(self, tower, items, names)
+
+    monkeypatch.setattr(HFAudioAdapter, "_embed", spy)
+    clips = {"ten_minutes": noise(600 * RATE, 1, amp=0.05), "a": noise(RATE, 2), "b": noise(RATE, 3)}
+    manifest = write_set(tmp_path / "set", clips)
+    spec = {**HUBERT, "batch_size": 2, "max_input_seconds": 4, "long_inputs": "chunk"}
+    out = tmp_path / "e.parquet"
+    extract_embeddings(manifest, "pseudowords", "h", spec, out, model_dir=built("hubert-tiny"))
+    assert max(n for n, _ in seen) <= 2 and max(s for _, s in seen) == 4 * RATE
+    assert sum(n for n, _ in seen) == 2 + 150  # two 1 s clips, 150 windows of 4 s
+    assert io.embeddings_metadata(out)["n_long_inputs"] == 1
+    ids, x = io.read_layer(out, "4")
+    assert ids == list(clips) and np.isfinite(x).all()
+
+
+def test_absurd_durations_are_quarantined_before_reading(built, tmp_path):
+    # a header claiming 1 Hz (16000 samples = 4.4 hours once resampled), and a clip over the limit
+    manifest = write_set(tmp_path / "set", {"one_hz": noise(16000, 1), "long": noise(3 * RATE, 2),
+                                            "ok": noise(RATE, 3), "ok2": noise(RATE, 4)}, rates={"one_hz": 1})
+    rej = tmp_path / "rej.parquet"
+    extract_embeddings(manifest, "pseudowords", "h", HUBERT, tmp_path / "e.parquet", model_dir=built("hubert-tiny"),
+                       rejected_path=rej, max_audio_seconds=2.5)
+    table = pd.read_parquet(rej).set_index("stimulus_id")
+    assert table["check"].to_dict() == {"one_hz": "sample_rate", "long": "too_long"}
+    assert "sample rate 1 Hz in the header is below 4000 Hz" in table.loc["one_hz", "reason"]
+    assert "3.0 s long, above max_audio_seconds = 2.5 s" in table.loc["long", "reason"]
+    # a plausible rate whose header still claims hours: too_long at the default limit (600 s)
+    manifest = write_set(tmp_path / "set2", {"hours": noise(8000, 1), "ok": noise(RATE, 2)}, rates={"hours": 4000})
+    sf.write(tmp_path / "set2" / "wav" / "hours.wav", noise(4000 * 601, 5), 4000, subtype="PCM_16")
+    extract_embeddings(manifest, "pseudowords", "h", HUBERT, tmp_path / "e2.parquet", model_dir=built("hubert-tiny"),
+                       rejected_path=rej)
+    assert pd.read_parquet(rej)["check"].tolist() == ["too_long"]
+
+
+@pytest.fixture(scope="module")
+def fused_clap(tmp_path_factory):
+    """clap-tiny with fusion on (enable_fusion, truncation: fusion), built untrained."""
+    import json
+    import shutil
+
+    root = tmp_path_factory.mktemp("fused")
+    cfg = root / "config"
+    shutil.copytree(CONFIGS / "clap-tiny", cfg)
+    config = json.loads((cfg / "config.json").read_text())
+    config["audio_config"]["enable_fusion"] = True
+    config["audio_config"]["fusion_type"] = "aff_2d"
+    (cfg / "config.json").write_text(json.dumps(config))
+    pre = json.loads((cfg / "preprocessor_config.json").read_text())
+    pre["truncation"] = "fusion"
+    (cfg / "preprocessor_config.json").write_text(json.dumps(pre))
+    return build_untrained(cfg, root / "built", seed=0)
+
+
+def test_fused_clap_flags_only_longer_clips_as_longer(fused_clap):
+    from avprobe.models import load_model
+
+    spec = {"family": "clap", "kind": "untrained", "towers": ["audio"], "long_inputs": "chunk"}
+    adapter = load_model("f", spec, model_dir=fused_clap)
+    assert adapter.model.config.audio_config.enable_fusion
+    # the bug: alone, a short clip is flagged as longer by the fusion extractor
+    raw = adapter.feature_extractor([noise(RATE, 1)], sampling_rate=RATE, return_tensors="pt")
+    assert raw["is_longer"].tolist() == [[True]]
+    short, long = noise(RATE, 1), noise(3 * 32000, 2)
+    inputs = adapter._audio_inputs([short, noise(RATE // 2, 3), noise(32000, 4)])
+    assert inputs["is_longer"].tolist() == [[False], [False], [False]]
+    # the joint embedding of a short clip is the model's with is_longer False
+    mine = adapter.embed("audio", [short], layers=["joint"])["joint"][0]
+    feats = adapter.feature_extractor([short], sampling_rate=RATE, return_tensors="pt")["input_features"]
+    with torch.inference_mode():
+        out = adapter.model.get_audio_features(input_features=feats, is_longer=torch.tensor([[False]]))
+    want = (out if torch.is_tensor(out) else out.pooler_output)[0].numpy()
+    np.testing.assert_allclose(mine, want, rtol=1e-5, atol=1e-6)
+    with torch.inference_mode():
+        out = adapter.model.get_audio_features(input_features=feats, is_longer=torch.tensor([[True]]))
+    wrong = (out if torch.is_tensor(out) else out.pooler_output)[0].numpy()
+    assert not np.allclose(mine, wrong, atol=1e-4)
+    # batch-independent; a clip longer than the window is chunked before the extractor sees it
+    both = adapter.embed("audio", [short, long], layers=["joint"])["joint"]
+    np.testing.assert_allclose(both[0], mine, rtol=1e-5, atol=1e-6)  # BLAS: batch of 2 vs 1
+    assert np.isfinite(both[1]).all()

@@ -119,6 +119,11 @@ def extract_embeddings(
     ``on_bad_input="fail"``, the job stops naming them. Multichannel clips are averaged by
     default here; the workflow passes the config's ``multichannel_audio`` (default quarantine).
 
+    Audio longer than the model's input window (:meth:`Adapter.input_window_samples`) is
+    truncated to its first window or chunked and pooled (``spec['long_inputs']``); the job log
+    names those clips and the metadata counts them (``n_long_inputs``, ``long_input_ids``,
+    ``input_window_s``). Clips longer than ``max_audio_seconds`` are quarantined (too_long).
+
     Returns a summary: ``{"n_items", "n_rejected", "layers", "rows", "seconds", "items_per_s"}``.
     """
     from tqdm.auto import tqdm
@@ -155,9 +160,16 @@ def extract_embeddings(
     if modality not in adapter.towers:
         raise ValueError(f"model {model_name!r} has no {modality!r} tower for set {set_name!r} "
                          f"(towers: {list(adapter.towers)})")
-    if modality == "audio":  # checks that need the model: its receptive field
+    long_ids: list[str] = []
+    if modality == "audio":  # checks that need the model: its receptive field, its window
         df, more = _screen_for_model(df, adapter, model_name, manifest_path, on_bad_input, what)
         rejected = pd.concat([rejected, more], ignore_index=True)
+        long_ids = _longer_than_window(df, adapter, manifest_path)
+        if long_ids:
+            window = adapter.input_window_samples("audio") / adapter.input_sample_rate("audio")
+            log.warning("%d of %d clips of %s are longer than %s's %.2f s input window (%s): %s%s",
+                        len(long_ids), len(df), set_name, model_name, window, adapter.long_inputs(),
+                        ", ".join(long_ids[:10]), " …" if len(long_ids) > 10 else "")
     all_layers = adapter.layers(modality)
     layers = _select_layers(adapter, model_name, modality, spec.get("layers"))
     batch_size = max(int(spec.get("batch_size") or DEFAULT_BATCH_SIZE), 1)
@@ -212,6 +224,11 @@ def extract_embeddings(
         storage_dtype=storage,
         spec=spec,
     )
+    if modality == "audio":
+        window = adapter.input_window_samples("audio")
+        meta.update(input_window_s=None if window is None else window / adapter.input_sample_rate("audio"),
+                    long_inputs=adapter.long_inputs(), n_long_inputs=len(long_ids),
+                    long_input_ids=[i for i in long_ids if i in set(ids)])
     if shard_info is not None:
         meta["shard"] = shard_info
     rows_written = io.write_embeddings(
@@ -240,6 +257,23 @@ def _screen_for_model(df, adapter, model_name, manifest_path, on_bad_input, what
         if problem:
             rows.append((i, str(df["stimulus_id"].iloc[i]), rel, *problem))
     return quarantine(df, rows, on_bad_input=on_bad_input, what=what, stage=f"length check for {model_name}")
+
+
+def _longer_than_window(df, adapter, manifest_path) -> list[str]:
+    """Ids of the clips longer than the model's input window once resampled (from headers)."""
+    import soundfile as sf
+
+    window = adapter.input_window_samples("audio")
+    rate = adapter.input_sample_rate("audio")
+    if not window:
+        return []
+    out = []
+    for sid, rel in zip(df["stimulus_id"].astype(str), df["path"].astype(str)):
+        info = sf.info(str(io.resolve_stimulus_path(manifest_path, rel)))
+        n = info.frames if not rate else int(np.ceil(info.frames * rate / float(info.samplerate)))
+        if n > window:
+            out.append(sid)
+    return out
 
 
 def _degenerate_embeddings(df, results, layers, model_name, on_bad_input, what):

@@ -202,6 +202,14 @@ class HFAudioAdapter(HFAdapter):
     def min_input_samples(self, tower="audio"):
         return receptive_field(self.config.conv_kernel, self.config.conv_stride)
 
+    #: These encoders have no window of their own (attention over every frame: memory grows
+    #: with the square of the clip length), so one is set: ``max_input_seconds``, default 30 s.
+    DEFAULT_MAX_INPUT_SECONDS = 30.0
+
+    def input_window_samples(self, tower="audio"):
+        seconds = float(self.spec.get("max_input_seconds") or self.DEFAULT_MAX_INPUT_SECONDS)
+        return max(int(round(seconds * self.input_sample_rate())), 1)
+
     def layers(self, tower):
         self.check_tower(tower)
         return self._numbered(self.config.num_hidden_layers)
@@ -262,6 +270,9 @@ class WhisperEncoderAdapter(HFAdapter):
     def min_input_samples(self, tower="audio"):
         return int(self.feature_extractor.n_fft)  # one STFT window
 
+    def native_window_samples(self, tower="audio"):
+        return int(self.feature_extractor.n_samples)  # 30 s for the released checkpoints
+
     def layers(self, tower):
         self.check_tower(tower)
         return self._numbered(self.config.encoder_layers)
@@ -269,10 +280,6 @@ class WhisperEncoderAdapter(HFAdapter):
     def _embed(self, tower, items, names):
         import torch
 
-        limit = self.feature_extractor.n_samples
-        if any(len(w) > limit for w in items):
-            log.warning("%s: clips longer than %.1f s are truncated by Whisper's window",
-                        self.name, limit / self.input_sample_rate())
         batch = self.feature_extractor(items, sampling_rate=self.input_sample_rate(),
                                        return_attention_mask=True, return_tensors="pt")
         frames = batch["attention_mask"].sum(-1)
@@ -301,6 +308,12 @@ class ASTAdapter(HFAdapter):
 
     def min_input_samples(self, tower="audio"):
         return int(round(self.FRAME_S * self.input_sample_rate()))  # one fbank frame
+
+    def native_window_samples(self, tower="audio"):
+        """``max_length`` fbank frames: (max_length - 1) hops plus one frame."""
+        rate = self.input_sample_rate()
+        return (int(self.feature_extractor.max_length) - 1) * int(round(self.HOP_S * rate)) + \
+            int(round(self.FRAME_S * rate))
 
     def layers(self, tower):
         self.check_tower(tower)
@@ -490,6 +503,9 @@ class CLAPAdapter(_TextMixin, HFAdapter):
     def min_input_samples(self, tower="audio"):
         return int(self.feature_extractor.fft_window_size) if "audio" in self.towers else None
 
+    def native_window_samples(self, tower="audio"):
+        return int(self.feature_extractor.nb_max_samples) if "audio" in self.towers else None
+
     def layers(self, tower):
         self.check_tower(tower)
         if tower == "text":
@@ -497,6 +513,9 @@ class CLAPAdapter(_TextMixin, HFAdapter):
         return self._numbered(len(self.config.audio_config.depths)) + [JOINT]
 
     def _audio_inputs(self, waves):
+        """Features one clip at a time (batch-independent), and each clip's own ``is_longer``:
+        called on a batch in which no clip is longer than the window, the fusion extractor
+        flags one clip at random as longer — alone, every clip."""
         import torch
 
         feats, longer = [], []
@@ -504,8 +523,9 @@ class CLAPAdapter(_TextMixin, HFAdapter):
             with numpy_seed(0):
                 b = self.feature_extractor([w], sampling_rate=self.input_sample_rate(), return_tensors="pt")
             feats.append(b["input_features"])
-            longer.append(b["is_longer"])
-        return self._to_device({"input_features": torch.cat(feats), "is_longer": torch.cat(longer)})
+            longer.append(len(w) > int(self.feature_extractor.nb_max_samples))
+        flags = torch.tensor(longer, dtype=torch.bool).reshape(-1, 1)
+        return self._to_device({"input_features": torch.cat(feats), "is_longer": flags})
 
     def _embed(self, tower, items, names):
         import torch
