@@ -487,3 +487,35 @@ def test_fused_clap_flags_only_longer_clips_as_longer(fused_clap):
     both = adapter.embed("audio", [short, long], layers=["joint"])["joint"]
     np.testing.assert_allclose(both[0], mine, rtol=1e-5, atol=1e-6)  # BLAS: batch of 2 vs 1
     assert np.isfinite(both[1]).all()
+
+
+# ------------------------------------------------------------------ kind 5: corpus import
+from test_stimuli import flickr8k  # noqa: E402,F401  (the fixture: a two-image Flickr8k)
+
+
+def test_a_zero_byte_or_non_audio_wav_in_a_corpus_is_named_and_quarantined(tmp_path, flickr8k, caplog):  # noqa: F811
+    from avprobe.stimuli import corpora
+
+    wavs = Path(flickr8k["wav_dir"])
+    (wavs / "1000268201_693b08cb0e_0.wav").write_bytes(b"")
+    (wavs / "997722733_0cb5439472_1.wav").write_text("<html>404 Not Found</html>\n")
+    with caplog.at_level(logging.WARNING):
+        assert corpora.check_corpus_config({"stimuli": {"corpora": {"flickr8k": flickr8k}}})["flickr8k"]["captions"] == 4
+    assert "stimuli.corpora.flickr8k.wav_dir: " + str(wavs / "1000268201_693b08cb0e_0.wav") in caplog.text
+    res = tmp_path / "results"
+    out = {k: res / v / "manifest.parquet" for k, v in corpora.corpus_set_names("flickr8k").items()}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        _, captions, _ = corpora.import_corpus("flickr8k", flickr8k, out["images"], out["captions"], out["caption_text"])
+    assert "stimuli.corpora.flickr8k.wav_dir: 2 of 4 caption files are not readable audio" in caplog.text
+    assert "997722733_0cb5439472_1.wav" in caplog.text
+    assert captions["sample_rate"].isna().tolist() == [True, False, False, True]
+    qc = pd.read_parquet(out["captions"].with_name("qc.parquet"))
+    assert qc["flags"].tolist()[0] == "unreadable" and qc["flags"].tolist()[3] == "unreadable"
+    # extraction quarantines exactly those two, naming why
+    rej = tmp_path / "rej.parquet"
+    spec = {"family": "logmel", "kind": "baseline", "towers": ["audio"], "n_mels": 16}
+    extract_embeddings(out["captions"], "flickr8k_captions", "logmel", spec, tmp_path / "e.parquet", rejected_path=rej)
+    table = pd.read_parquet(rej).set_index("stimulus_id")
+    assert table["check"].to_dict() == {"1000268201_693b08cb0e-c0": "empty", "997722733_0cb5439472-c1": "unreadable"}
+    assert table.loc["997722733_0cb5439472-c1", "reason"].startswith("unreadable audio: Error opening")
