@@ -519,3 +519,70 @@ def test_a_zero_byte_or_non_audio_wav_in_a_corpus_is_named_and_quarantined(tmp_p
     table = pd.read_parquet(rej).set_index("stimulus_id")
     assert table["check"].to_dict() == {"1000268201_693b08cb0e-c0": "empty", "997722733_0cb5439472-c1": "unreadable"}
     assert table.loc["997722733_0cb5439472-c1", "reason"].startswith("unreadable audio: Error opening")
+
+
+# ------------------------------------------------------------------ kind 7: network and weights
+_HANGING_HUB = r'''
+import os, socket, sys, threading, time
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(50)
+accepted = []
+threading.Thread(target=lambda: [accepted.append(srv.accept()) for _ in iter(int, 1)], daemon=True).start()
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:%d" % srv.getsockname()[1]
+sys.path.insert(0, sys.argv[1])
+from avprobe.prefetch import prefetch
+start = time.time()
+try:
+    prefetch({"speech": {"source": "org/model", "kind": "pretrained"}}, sys.argv[2], timeout=1, attempts=2)
+except RuntimeError as err:
+    print("ERROR", err)
+print("SECONDS %.1f CONNECTIONS %d" % (time.time() - start, len(accepted)))
+'''
+
+
+def test_a_hub_that_never_answers_fails_prefetch_in_bounded_time(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+                                                            "HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT")}
+    env["HF_HOME"] = str(tmp_path / "hf")
+    proc = subprocess.run([sys.executable, "-c", _HANGING_HUB, str(ROOT / "workflow" / "scripts"),
+                           str(tmp_path / "resolved.json")], env=env, capture_output=True, text=True, timeout=120)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("ERROR")]
+    assert len(lines) == 1, proc.stdout + proc.stderr
+    assert lines[0].startswith("ERROR could not download model 'speech' (org/model@main) from http://127.0.0.1:")
+    assert "after 2 tries with a 1 s timeout" in lines[0] and "Run prefetch_models on a machine with internet" in lines[0]
+    seconds = float(proc.stdout.split("SECONDS ")[1].split()[0])
+    assert seconds < 60
+    assert not (tmp_path / "resolved.json").exists()
+
+
+def test_a_local_folder_without_weights_is_reported_when_the_dag_is_built(built, tmp_path):
+    import shutil
+
+    from avprobe import plan
+
+    folder = tmp_path / "hubert"
+    shutil.copytree(built("hubert-tiny"), folder)
+    assert plan.missing_weights(folder) == []
+    (folder / "model.safetensors").unlink()
+    spec = {"family": "hf_audio", "kind": "pretrained", "source": str(folder), "towers": ["audio"]}
+    with pytest.raises(plan.ConfigError, match=r"models.speech: the local folder '.*hubert' has no weights: missing "
+                                               r"model.safetensors or model.safetensors.index.json or pytorch_model.bin"):
+        plan.check_local_weights("speech", spec)
+    # a sharded checkpoint with a shard missing names the shard
+    (folder / "model.safetensors.index.json").write_text(
+        '{"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}')
+    (folder / "model-00001-of-00002.safetensors").write_bytes(b"x")
+    assert plan.missing_weights(folder) == ["model-00002-of-00002.safetensors"]
+    # through the workflow: a dry run stops before planning anything
+    from test_reliability import snakemake
+
+    bad = tmp_path / "bad.yaml"
+    (folder / "model.safetensors.index.json").unlink()
+    bad.write_text(f"models: {{speech: {{family: hf_audio, source: '{folder}', towers: [audio]}}}}\n")
+    proc = snakemake("-n", "--configfile", str(bad), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "models.speech: the local folder" in out and "has no weights" in out, out
+    assert "Job stats" not in out
