@@ -586,3 +586,89 @@ def test_a_local_folder_without_weights_is_reported_when_the_dag_is_built(built,
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "models.speech: the local folder" in out and "has no weights" in out, out
     assert "Job stats" not in out
+
+
+# ------------------------------------------------------------------ kind 8: recovery after damage
+def _embeddings_file(tmp_path):
+    ids = [f"s{i}" for i in range(8)]
+    x = np.random.default_rng(0).normal(size=(8, 64)).astype(np.float32)
+    path = tmp_path / "results" / "embeddings" / "shapes" / "m.parquet"
+    io.write_embeddings([("0", 0, (ids, x)), ("1", 1, (ids, -x))], path, {"model": "m"})
+    man = tmp_path / "manifest.parquet"
+    pd.DataFrame({"stimulus_id": ids, "label": ["sharp", "round"] * 4}).to_parquet(man, index=False)
+    return path, man
+
+
+@pytest.mark.parametrize("damage", ["half", "tail", "empty", "garbage"])
+def test_a_damaged_embeddings_file_is_named_with_the_command_that_rebuilds_it(tmp_path, damage):
+    from avprobe.analysis.rsa import run_rsa
+
+    path, man = _embeddings_file(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes({"half": data[:len(data) // 2], "tail": data[:-9], "empty": b"",
+                      "garbage": b"PAR1" + b"\0" * 4000}[damage])
+    expected = (rf"{path}: damaged or truncated file \(.*\)\. Rebuild it: rm '{path}' && "
+                rf"snakemake --cores 1 '{path}'")
+    for read in (lambda: io.read_layer(path, "0"), lambda: io.embedding_layers(path),
+                 lambda: io.embeddings_metadata(path),
+                 lambda: run_rsa(man, path, set_name="shapes", model="m", n_bootstrap=5, n_permutations=5)):
+        with pytest.raises(io.DamagedFileError, match=expected):
+            read()
+    with pytest.raises(FileNotFoundError):  # a missing file is not "damaged"
+        io.read_layer(tmp_path / "nothing.parquet", "0")
+
+
+def test_a_damaged_manifest_is_named_too(tmp_path):
+    _, man = _embeddings_file(tmp_path)
+    man.write_bytes(man.read_bytes()[:100])
+    with pytest.raises(io.DamagedFileError, match=rf"{man}: damaged or truncated file"):
+        io.read_manifest(man)
+
+
+def _varied_clips(n=9):
+    rng = np.random.default_rng(5)
+    return {f"c{i}": noise(int(rng.integers(RATE // 4, 2 * RATE)), i) for i in range(n)}
+
+
+@pytest.mark.parametrize("n_shards", [2, 3])
+def test_a_resumed_sharded_extraction_is_byte_identical_to_an_unsharded_one(built, tmp_path, n_shards):
+    """Batches of 3 padded clips (hubert-tiny pads): shards used to batch clips differently at
+    their boundaries (≤ 6e-8 apart); now a shard takes whole batches of the same plan."""
+    import pyarrow.parquet as pq
+
+    from avprobe.extract import merge_shards
+
+    manifest = write_set(tmp_path / "set", _varied_clips())
+    spec = {**HUBERT, "batch_size": 3}
+    whole = tmp_path / "whole.parquet"
+    extract_embeddings(manifest, "pseudowords", "h", spec, whole, model_dir=built("hubert-tiny"))
+    folder = tmp_path / "h.shards"
+    folder.mkdir()
+    # a writer killed mid-way left its temporary file; the resumed run writes every shard again
+    (folder / ".1-of-{}.parquet.x1y2.tmp".format(n_shards)).write_bytes(b"PAR1 half a file")
+    paths = []
+    for k in range(1, n_shards + 1):
+        path = folder / f"{k}-of-{n_shards}.parquet"
+        extract_embeddings(manifest, "pseudowords", "h", {**spec, "shards": n_shards}, path,
+                           model_dir=built("hubert-tiny"), shard=(k, n_shards))
+        paths.append(path)
+    merged = tmp_path / "merged.parquet"
+    merge_shards(paths, merged, manifest_path=manifest)
+    a, b = pq.read_table(whole), pq.read_table(merged)
+    assert a.column("stimulus_id").to_pylist() == b.column("stimulus_id").to_pylist()
+    assert a.column("embedding").equals(b.column("embedding"))  # every bit
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []
+
+
+def test_shards_take_whole_batches_and_say_when_there_are_too_few(built, tmp_path):
+    from avprobe.extract import plan_batches
+
+    manifest = write_set(tmp_path / "set", _varied_clips(5))
+    df = io.read_manifest(manifest)
+    batches = plan_batches(df, "audio", manifest, 2)
+    assert [len(b) for b in batches] == [2, 2, 1]
+    assert sorted(np.concatenate(batches).tolist()) == list(range(5))
+    with pytest.raises(ValueError, match=r"5 stimuli make 3 batches of 2, which cannot be split into 4 shards of "
+                                         r"whole batches; lower `shards` \(or `batch_size`\)"):
+        extract_embeddings(manifest, "pseudowords", "h", {**HUBERT, "batch_size": 2, "shards": 4},
+                           tmp_path / "x.parquet", model_dir=built("hubert-tiny"), shard=(1, 4))

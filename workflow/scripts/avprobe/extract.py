@@ -41,8 +41,11 @@ def _audio_lengths(manifest_path, paths) -> list[float]:
 
     out = []
     for rel in paths:
-        info = sf.info(str(io.resolve_stimulus_path(manifest_path, rel)))
-        out.append(info.frames / float(info.samplerate))
+        try:
+            info = sf.info(str(io.resolve_stimulus_path(manifest_path, str(rel))))
+            out.append(info.frames / float(info.samplerate))
+        except Exception:  # unreadable: quarantined later; any place in the order will do
+            out.append(0.0)
     return out
 
 
@@ -72,6 +75,15 @@ def _order(df, modality: str, manifest_path) -> np.ndarray:
     else:
         return np.arange(len(df))
     return np.argsort(np.asarray(keys), kind="stable")
+
+
+def plan_batches(df, modality: str, manifest_path, batch_size: int) -> list[np.ndarray]:
+    """The batches of a whole manifest, as arrays of manifest row positions: similar lengths
+    together (:func:`_order`), ``batch_size`` each. Sharded and unsharded runs use the same
+    plan (a shard takes whole batches; quarantined stimuli just leave a batch), so every
+    stimulus is computed in the same batch either way, and the values are bit-identical."""
+    order = _order(df, modality, manifest_path)
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def _select_layers(adapter, model_name: str, tower: str, selectors) -> list[str]:
@@ -109,9 +121,9 @@ def extract_embeddings(
 ) -> dict:
     """Embed every stimulus of ``set_name`` with ``model_name``; write ``out_path``.
 
-    ``shard=(k, n)`` (k counts from 1) embeds only the k-th of n contiguous blocks of the
-    manifest (:func:`shard_bounds`); :func:`merge_shards` joins the n files into the file an
-    unsharded run writes. ``spec['storage_dtype']`` (``float32`` default, or ``float16``) is the
+    ``shard=(k, n)`` (k counts from 1) embeds only the k-th of n contiguous runs of batches of
+    the whole manifest's batch plan (:func:`plan_batches`, :func:`shard_bounds`);
+    :func:`merge_shards` joins the n files into the file an unsharded run writes, byte for byte. ``spec['storage_dtype']`` (``float32`` default, or ``float16``) is the
     precision the embeddings are stored in.
 
     Unusable stimuli are quarantined first (:func:`avprobe.validate.screen_stimuli`): left out
@@ -140,16 +152,24 @@ def extract_embeddings(
     if df.empty:
         raise ValueError(f"{manifest_path}: the manifest has no stimuli")
     storage = storage_dtype(spec, model_name)
-    shard_info = None
-    if shard is not None:
-        k, n = (int(x) for x in shard)
-        lo, hi = shard_bounds(len(df), k, n)
-        shard_info = {"index": k, "count": n, "start": lo, "stop": hi, "n_manifest": len(df)}
-        log.info("shard %d of %d: manifest rows %d..%d of %d", k, n, lo, hi - 1, len(df))
-        df = df.iloc[lo:hi].reset_index(drop=True)
     needed = "text" if modality == "text" else "path"
     if needed not in df.columns:
         raise ValueError(f"{manifest_path}: a {modality} manifest needs a {needed!r} column")
+    batch_size = max(int(spec.get("batch_size") or DEFAULT_BATCH_SIZE), 1)
+    batches = plan_batches(df, modality, manifest_path, batch_size)
+    df = df.assign(_pos=np.arange(len(df)))
+    shard_info = None
+    if shard is not None:
+        k, n = (int(x) for x in shard)
+        if 1 <= k <= n and len(batches) < n:
+            raise ValueError(f"{len(df)} stimuli make {len(batches)} batches of {batch_size}, which cannot be split "
+                             f"into {n} shards of whole batches; lower `shards` (or `batch_size`)")
+        lo, hi = shard_bounds(len(batches), k, n)
+        batches = batches[lo:hi]
+        rows = np.sort(np.concatenate(batches))
+        shard_info = {"index": k, "count": n, "batches": [lo, hi], "n_batches": len(batches), "n_manifest": len(df)}
+        log.info("shard %d of %d: batches %d..%d (%d stimuli) of %d", k, n, lo, hi - 1, rows.size, len(df))
+        df = df.iloc[rows].reset_index(drop=True)
     what = f"{set_name} ({manifest_path})"
     df, rejected = screen_stimuli(df, modality, manifest_path, on_bad_input=on_bad_input,
                                   multichannel_audio=multichannel_audio, what=what,
@@ -172,19 +192,20 @@ def extract_embeddings(
                         ", ".join(long_ids[:10]), " …" if len(long_ids) > 10 else "")
     all_layers = adapter.layers(modality)
     layers = _select_layers(adapter, model_name, modality, spec.get("layers"))
-    batch_size = max(int(spec.get("batch_size") or DEFAULT_BATCH_SIZE), 1)
     log.info("extracting %s (%d %s items) with %s [%s, %s] on %s: layers %s, batch %d",
              set_name, len(df), modality, model_name, adapter.family, adapter.kind,
              adapter.device, layers, batch_size)
 
-    order = _order(df, modality, manifest_path)
+    row_of = {int(p): i for i, p in enumerate(df["_pos"])}
     ids = df["stimulus_id"].astype(str).tolist()
     results: dict[str, np.ndarray] = {}
     start = time.perf_counter()
     bar = tqdm(total=len(df), desc=f"{model_name}/{set_name}", unit="item", file=sys.stderr,
                mininterval=5.0, ascii=True)
-    for lo in range(0, len(order), batch_size):
-        idx = order[lo:lo + batch_size]
+    for batch in batches:
+        idx = np.array([row_of[int(p)] for p in batch if int(p) in row_of], dtype=int)
+        if not idx.size:
+            continue
         rows = df.iloc[idx]
         if modality == "audio":
             items = [load_audio(io.resolve_stimulus_path(manifest_path, p)) for p in rows["path"]]
@@ -230,7 +251,7 @@ def extract_embeddings(
                     long_inputs=adapter.long_inputs(), n_long_inputs=len(long_ids),
                     long_input_ids=[i for i in long_ids if i in set(ids)])
     if shard_info is not None:
-        meta["shard"] = shard_info
+        meta["shard"] = {**shard_info, "positions": [int(p) for p in df["_pos"]]}
     rows_written = io.write_embeddings(
         [(name, all_layers.index(name), (ids, results[name])) for name in layers], out_path, meta,
         dtype=storage,
@@ -334,9 +355,12 @@ def merge_shards(
     """Join the shard files of one extraction into ``out_path``, as an unsharded run writes it.
 
     Checks that the shards are 1..n of n of the same set, model weights and spec, with the same
-    layers, and (given the manifest) that their stimuli come in manifest order, each once. Rows
-    are the shards' rows in shard order, so the result equals an unsharded extraction row for
-    row; values are copied in their stored precision. Rejected tables are concatenated.
+    layers, and (given the manifest) that their stimuli sit where the manifest has them, each
+    once. A shard holds whole batches of the unsharded run's batch plan (:func:`plan_batches`),
+    so its rows interleave with other shards'; they are put back in manifest order by the
+    positions each shard records. The result equals an unsharded extraction byte for byte
+    (same batches, same arithmetic); values are copied in their stored precision. Rejected
+    tables are concatenated, and temporary files a killed shard writer left are removed.
     """
     import pandas as pd
 
@@ -358,26 +382,36 @@ def merge_shards(
     for path, layers in zip(paths[1:], layer_lists[1:]):
         if layers != layer_lists[0]:
             raise ValueError(f"{path}: layers {layers} differ from shard 1's {layer_lists[0]}")
+    positions = [(m.get("shard") or {}).get("positions") for m in metas]
+    if any(p is None for p in positions):
+        raise ValueError(f"{out_path}: a shard file records no manifest positions (written by an older "
+                         "avprobe); rerun its shards")
+    pos = np.concatenate([np.asarray(p, dtype=np.int64) for p in positions])
+    perm = np.argsort(pos, kind="stable")  # shards hold whole batches: rows interleave in the manifest
     merged = []
     ids: list[str] = []
     for name, index in layer_lists[0]:
         parts = [io.read_layer(p, name) for p in paths]
         layer_ids = [i for part_ids, _ in parts for i in part_ids]
+        if len(layer_ids) != len(pos):
+            raise ValueError(f"{out_path}: layer {name} of the shards holds {len(layer_ids)} rows but they "
+                             f"record {len(pos)} positions; rerun the shards")
+        layer_ids = [layer_ids[i] for i in perm]
         if not ids:
             ids = layer_ids
         elif layer_ids != ids:
             raise ValueError(f"{out_path}: layer {name} holds other stimuli than the first layer")
-        merged.append((name, index, (layer_ids, np.concatenate([m for _, m in parts]))))
-    if len(set(ids)) != len(ids):
+        merged.append((name, index, (layer_ids, np.concatenate([m for _, m in parts])[perm])))
+    if len(set(ids)) != len(ids) or len(set(pos.tolist())) != len(pos):
         raise ValueError(f"{out_path}: a stimulus appears in more than one shard")
     if manifest_path is not None:
         order = {sid: i for i, sid in enumerate(io.read_manifest(manifest_path)["stimulus_id"].astype(str))}
         missing = [i for i in ids if i not in order]
         if missing:
             raise ValueError(f"{out_path}: shards hold stimuli not in {manifest_path}: {missing[:3]}")
-        pos = np.array([order[i] for i in ids])
-        if (np.diff(pos) <= 0).any():
-            raise ValueError(f"{out_path}: the shards' stimuli are not in manifest order")
+        if [order[i] for i in ids] != sorted(pos.tolist()):
+            raise ValueError(f"{out_path}: the shards' stimuli are not where {manifest_path} has them; "
+                             "the manifest changed since the shards ran — rerun them")
     meta = {k: v for k, v in first.items() if k != "shard"}
     meta.update(n_items=len(ids), shards=count,
                 shard_devices=sorted({str(m.get("device")) for m in metas}))
@@ -385,8 +419,11 @@ def merge_shards(
     if rejected_out is not None:
         from .validate import write_rejected
 
-        tables = [pd.read_parquet(p) for p in (rejected_paths or []) if Path(p).is_file()]
+        tables = [io.read_parquet(p) for p in (rejected_paths or []) if Path(p).is_file()]
         write_rejected(pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(), rejected_out)
+    for folder in sorted({p.parent for p in paths}):  # a killed writer's .<k>-of-<n>.parquet.*.tmp
+        for stale in folder.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
     log.info("merged %d shards: %d stimuli × %d layers into %s", count, len(ids), len(merged), out_path)
     return {"n_items": len(ids), "layers": [n for n, _ in layer_lists[0]], "rows": rows, "shards": count}
 

@@ -62,7 +62,6 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from . import io
 
@@ -317,7 +316,7 @@ def read_rejected(embeddings_path: str | os.PathLike) -> pd.DataFrame:
     p = rejected_path(embeddings_path)
     if not p.is_file():
         return pd.DataFrame(columns=list(REJECTED_COLUMNS))
-    return pd.read_parquet(p)
+    return io.read_parquet(p)
 
 
 # --------------------------------------------------------------------------- analysis inputs
@@ -329,7 +328,7 @@ def _examples(values) -> str:
 
 def embedded_ids(embeddings_path: str | os.PathLike) -> list[str]:
     """The stimulus ids of an embeddings file; every layer must hold the same ids, once each."""
-    table = pq.read_table(embeddings_path, columns=["stimulus_id", "layer"]).to_pandas()
+    table = io.read_parquet(embeddings_path, columns=["stimulus_id", "layer"])
     if table.empty:
         raise BadInputError(f"{embeddings_path}: the embeddings file has no rows")
     table["stimulus_id"] = table["stimulus_id"].astype(str)
