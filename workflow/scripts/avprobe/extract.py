@@ -123,8 +123,9 @@ def extract_embeddings(
 
     ``shard=(k, n)`` (k counts from 1) embeds only the k-th of n contiguous runs of batches of
     the whole manifest's batch plan (:func:`plan_batches`, :func:`shard_bounds`);
-    :func:`merge_shards` joins the n files into the file an unsharded run writes, byte for byte. ``spec['storage_dtype']`` (``float32`` default, or ``float16``) is the
-    precision the embeddings are stored in.
+    :func:`merge_shards` joins the n files into the file an unsharded run writes, byte for
+    byte. ``spec['storage_dtype']`` (``float32`` default, or ``float16``) is the precision the
+    embeddings are stored in.
 
     Unusable stimuli are quarantined first (:func:`avprobe.validate.screen_stimuli`): left out
     and listed with the reason in ``rejected_path`` (always written when given), or, with
