@@ -672,3 +672,25 @@ def test_shards_take_whole_batches_and_say_when_there_are_too_few(built, tmp_pat
                                          r"whole batches; lower `shards` \(or `batch_size`\)"):
         extract_embeddings(manifest, "pseudowords", "h", {**HUBERT, "batch_size": 2, "shards": 4},
                            tmp_path / "x.parquet", model_dir=built("hubert-tiny"), shard=(1, 4))
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_transparent_pixels_are_read_on_white_as_displayed(tmp_path, mode):
+    """A black disc on a transparent background (colour 0 under alpha 0): convert("RGB") alone
+    gives a black square."""
+    from PIL import Image, ImageDraw
+
+    from avprobe.extract import load_image
+
+    opaque = Image.new("RGB", (40, 40), "white")
+    ImageDraw.Draw(opaque).ellipse((8, 8, 31, 31), fill="black")
+    rgba = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
+    ImageDraw.Draw(rgba).ellipse((8, 8, 31, 31), fill=(0, 0, 0, 255))
+    img = rgba if mode == "RGBA" else rgba.convert("LA") if mode == "LA" else rgba.convert("P")
+    if mode == "P":  # palette with a transparent index, as GIFs and small PNGs store it
+        img = Image.new("P", (40, 40), 0)
+        img.putpalette([0, 0, 0, 0, 0, 0])
+        ImageDraw.Draw(img).ellipse((8, 8, 31, 31), fill=1)
+        img.info["transparency"] = 0
+    img.save(tmp_path / "disc.png", transparency=0) if mode == "P" else img.save(tmp_path / "disc.png")
+    np.testing.assert_array_equal(load_image(tmp_path / "disc.png"), np.asarray(opaque))

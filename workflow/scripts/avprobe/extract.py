@@ -57,13 +57,26 @@ def load_audio(path) -> tuple[np.ndarray, int]:
     return wave.mean(axis=1).astype(np.float32, copy=False), int(rate)
 
 
-def load_image(path) -> np.ndarray:
-    """An HxWx3 uint8 RGB array, as displayed: the EXIF orientation tag (a phone's rotated JPEG)
-    is applied, as every viewer does."""
+def displayed_rgb(img):
+    """A PIL image as it is displayed, in RGB: the EXIF orientation tag (a phone's rotated
+    JPEG) applied, and transparent pixels composited onto white (``convert("RGB")`` alone
+    keeps whatever colour hides under alpha 0, often black: a black drawing on a transparent
+    background would become a black square)."""
     from PIL import Image, ImageOps
 
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return img.convert("RGB")
+
+
+def load_image(path) -> np.ndarray:
+    """An HxWx3 uint8 RGB array, as displayed (:func:`displayed_rgb`)."""
+    from PIL import Image
+
     with Image.open(path) as img:
-        return np.asarray(ImageOps.exif_transpose(img).convert("RGB"), dtype=np.uint8)
+        return np.asarray(displayed_rgb(img), dtype=np.uint8)
 
 
 def _order(df, modality: str, manifest_path) -> np.ndarray:

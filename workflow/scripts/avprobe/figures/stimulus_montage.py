@@ -27,8 +27,12 @@ def _pick_evenly(df: pd.DataFrame, n: int, by: str | None) -> pd.DataFrame:
 def _read_image(path: Path) -> np.ndarray:
     from PIL import Image, ImageOps
 
-    with Image.open(path) as img:
-        return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))  # as displayed
+    with Image.open(path) as img:  # as displayed (avprobe.extract.displayed_rgb): EXIF, alpha on white
+        img = ImageOps.exif_transpose(img)
+        if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
+            rgba = img.convert("RGBA")
+            img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+        return np.asarray(img.convert("RGB"))
 
 
 def _read_audio(path: Path) -> tuple[np.ndarray, int]:
