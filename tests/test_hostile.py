@@ -639,7 +639,7 @@ def test_a_resumed_sharded_extraction_is_byte_identical_to_an_unsharded_one(buil
     from avprobe.extract import merge_shards
 
     manifest = write_set(tmp_path / "set", _varied_clips())
-    spec = {**HUBERT, "batch_size": 3}
+    spec = {**HUBERT, "batch_size": 3, "max_input_seconds": 1.2}  # some clips are truncated too
     whole = tmp_path / "whole.parquet"
     extract_embeddings(manifest, "pseudowords", "h", spec, whole, model_dir=built("hubert-tiny"))
     folder = tmp_path / "h.shards"
@@ -657,6 +657,10 @@ def test_a_resumed_sharded_extraction_is_byte_identical_to_an_unsharded_one(buil
     a, b = pq.read_table(whole), pq.read_table(merged)
     assert a.column("stimulus_id").to_pylist() == b.column("stimulus_id").to_pylist()
     assert a.column("embedding").equals(b.column("embedding"))  # every bit
+    meta_a, meta_b = io.embeddings_metadata(whole), io.embeddings_metadata(merged)
+    assert meta_a["n_long_inputs"] > 0
+    for key in ("n_items", "n_long_inputs", "long_input_ids", "input_window_s", "config_hash"):
+        assert meta_a[key] == meta_b[key], key
     assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []
 
 

@@ -179,9 +179,9 @@ def extract_embeddings(
             raise ValueError(f"{len(df)} stimuli make {len(batches)} batches of {batch_size}, which cannot be split "
                              f"into {n} shards of whole batches; lower `shards` (or `batch_size`)")
         lo, hi = shard_bounds(len(batches), k, n)
+        shard_info = {"index": k, "count": n, "batches": [lo, hi], "n_batches": len(batches), "n_manifest": len(df)}
         batches = batches[lo:hi]
         rows = np.sort(np.concatenate(batches))
-        shard_info = {"index": k, "count": n, "batches": [lo, hi], "n_batches": len(batches), "n_manifest": len(df)}
         log.info("shard %d of %d: batches %d..%d (%d stimuli) of %d", k, n, lo, hi - 1, rows.size, len(df))
         df = df.iloc[rows].reset_index(drop=True)
     what = f"{set_name} ({manifest_path})"
@@ -261,9 +261,11 @@ def extract_embeddings(
     )
     if modality == "audio":
         window = adapter.input_window_samples("audio")
+        kept = set(ids)
+        long_ids = [i for i in long_ids if i in kept]
         meta.update(input_window_s=None if window is None else window / adapter.input_sample_rate("audio"),
                     long_inputs=adapter.long_inputs(), n_long_inputs=len(long_ids),
-                    long_input_ids=[i for i in long_ids if i in set(ids)])
+                    long_input_ids=long_ids)
     if shard_info is not None:
         meta["shard"] = {**shard_info, "positions": [int(p) for p in df["_pos"]]}
     rows_written = io.write_embeddings(
@@ -427,6 +429,9 @@ def merge_shards(
             raise ValueError(f"{out_path}: the shards' stimuli are not where {manifest_path} has them; "
                              "the manifest changed since the shards ran — rerun them")
     meta = {k: v for k, v in first.items() if k != "shard"}
+    if "long_input_ids" in first:  # as the unsharded run counts them: every shard's, in manifest order
+        long = {i for m in metas for i in m.get("long_input_ids") or []}
+        meta.update(long_input_ids=[i for i in ids if i in long], n_long_inputs=len(long))
     meta.update(n_items=len(ids), shards=count,
                 shard_devices=sorted({str(m.get("device")) for m in metas}))
     rows = io.write_embeddings(merged, out_path, meta, dtype=first.get("storage_dtype") or "float32")
