@@ -698,3 +698,19 @@ def test_transparent_pixels_are_read_on_white_as_displayed(tmp_path, mode):
         img.info["transparency"] = 0
     img.save(tmp_path / "disc.png", transparency=0) if mode == "P" else img.save(tmp_path / "disc.png")
     np.testing.assert_array_equal(load_image(tmp_path / "disc.png"), np.asarray(opaque))
+
+
+def test_loading_a_weightless_local_folder_says_what_it_lacks(built, tmp_path):
+    import shutil
+
+    from avprobe.models import load_model
+    from avprobe.models.base import ModelUnavailableError
+
+    folder = tmp_path / "hubert"
+    shutil.copytree(built("hubert-tiny"), folder)
+    (folder / "model.safetensors").unlink()
+    spec = {"family": "hf_audio", "kind": "pretrained", "source": str(folder), "towers": ["audio"]}
+    with pytest.raises(ModelUnavailableError, match=r"the local folder '.*hubert' cannot be loaded .* it holds "
+                                                    r"\[.*'config.json'.*\]\. A checkpoint folder needs") as info:
+        load_model("speech", spec)
+    assert "not a local folder" not in str(info.value)

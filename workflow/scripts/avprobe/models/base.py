@@ -452,6 +452,14 @@ def hf_load(loader: Callable, name: str, source: str, revision: str | None, **kw
     try:
         return loader.from_pretrained(source, **kwargs)
     except OSError as err:
+        if Path(source).is_dir():  # not a hub problem: say what the folder lacks
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            files = sorted(p.name for p in Path(source).iterdir())
+            raise ModelUnavailableError(
+                f"model {name!r}: the local folder {source!r} cannot be loaded by {getattr(loader, '__name__', loader)} "
+                f"[{first}]; it holds {files[:12]}{' …' if len(files) > 12 else ''}. A checkpoint folder needs "
+                "config.json, its weights (model.safetensors or pytorch_model.bin, or an index and its shards) "
+                "and its processor files") from err
         raise ModelUnavailableError(offline_message(name, source, revision, err)) from err
 
 
