@@ -714,3 +714,32 @@ def test_loading_a_weightless_local_folder_says_what_it_lacks(built, tmp_path):
                                                     r"\[.*'config.json'.*\]\. A checkpoint folder needs") as info:
         load_model("speech", spec)
     assert "not a local folder" not in str(info.value)
+
+
+_RSS = r'''
+import resource, sys
+sys.path.insert(0, sys.argv[1])
+import torch
+torch.set_num_threads(1)
+from avprobe.extract import extract_embeddings
+from avprobe import io
+extract_embeddings(sys.argv[2], "pseudowords", "h", {"family": "hf_audio", "kind": "untrained", "towers": ["audio"]},
+                   sys.argv[3], model_dir=sys.argv[4])
+print("META", io.embeddings_metadata(sys.argv[3])["n_long_inputs"])
+print("RSS_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+'''
+
+
+def test_a_ten_minute_clip_stays_within_memory_by_default(built, tmp_path):
+    """The issue's case: 10 minutes through the tiny HuBERT took 9.4 GB; now its first 30 s."""
+    import subprocess
+    import sys
+
+    manifest = write_set(tmp_path / "set", {"ten_minutes": noise(600 * RATE, 1, amp=0.05), "a": noise(RATE, 2)})
+    proc = subprocess.run([sys.executable, "-c", _RSS, str(ROOT / "workflow" / "scripts"), str(manifest),
+                           str(tmp_path / "e.parquet"), str(built("hubert-tiny"))],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "META 1" in proc.stdout
+    rss = float(proc.stdout.split("RSS_MB ")[1].split()[0])
+    assert rss < 2000, rss  # torch itself is a few hundred MB; the clip's attention would be ~9 GB
