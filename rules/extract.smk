@@ -38,10 +38,11 @@ rule extract_embeddings:
         "../workflow/scripts/extract_embeddings.py"
 
 
-# A model with `shards: N` (N > 1) embeds each set as N jobs, one contiguous block of the
-# manifest each (avprobe.extract.shard_bounds): an interrupted run resumes with the shards not
-# yet written. merge_embedding_shards then writes the same <model>.parquet an unsharded run
-# writes (rows, order and values), and the shard files are removed.
+# A model with `shards: N` (N > 1) embeds each set as N jobs, each a run of whole batches of the
+# unsharded run's batch plan (avprobe.extract.plan_batches, shard_bounds): an interrupted run
+# resumes with the shards not yet written. merge_embedding_shards then writes the same
+# <model>.parquet an unsharded run writes (rows, order and values, byte for byte), and the shard
+# files, and any temporary file a killed shard left, are removed.
 rule extract_embedding_shard:
     input:
         unpack(extraction_inputs),

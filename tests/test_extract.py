@@ -185,7 +185,7 @@ def test_entry_scripts(stimuli, tmp_path):
     model_config = tmp_path / "models" / "hubert-untrained" / "config.json"
     snakemake = SimpleNamespace(
         input=_Named(), output=_Named(config=str(model_config)),
-        params=_Named(source=str(CONFIGS / "hubert-tiny"), seed=0),
+        params=_Named(source=str(CONFIGS / "hubert-tiny"), family="hf_audio", seed=0),
         log=[str(build_log)], threads=1,
     )
     runpy.run_path(str(SCRIPTS / "build_untrained_model.py"), init_globals={"snakemake": snakemake})
@@ -246,7 +246,7 @@ def test_shard_bounds_cover_the_manifest_once_in_order():
                                              "batch_size": 1}, "hubert-tiny", 2),
         ("pseudoword_text", "clip-untrained", {"family": "clip", "kind": "untrained", "towers": ["text", "image"],
                                                "batch_size": 1}, "clip-tiny", 3),
-        ("shapes", "pixels", {"family": "pixels", "kind": "baseline", "size": 4}, None, 3),
+        ("shapes", "pixels", {"family": "pixels", "kind": "baseline", "size": 4, "batch_size": 1}, None, 3),
     ],
 )
 def test_sharded_extraction_equals_unsharded(models, stimuli, tmp_path, set_name, model, spec, built, n_shards):
@@ -333,7 +333,7 @@ def test_sharded_workflow_resumes_and_merges(stimuli, tmp_path):
     shutil.copytree(stimuli / "shapes" / "png", shapes / "images" / "png")
     pd.read_parquet(stimuli / "shapes" / "manifest.parquet").assign(
         path=lambda d: "images/" + d["path"]).to_parquet(shapes / "manifest.parquet", index=False)
-    (work / "shards.yaml").write_text("models:\n  pixels: {shards: 2}\n")
+    (work / "shards.yaml").write_text("models:\n  pixels: {shards: 2, batch_size: 1}\n")  # 3 images: 3 batches
     args = ("--cores", "1", "--rerun-triggers", "mtime", "--configfile", "shards.yaml")
     target = "results/embeddings/shapes/pixels.parquet"
     shard1 = work / "results/embeddings/shapes/pixels.shards/1-of-2.parquet"

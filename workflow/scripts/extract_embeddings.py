@@ -7,7 +7,8 @@ snakemake.params.set / .model / .spec: set name, model name, the model's config[
 snakemake.output.embeddings:       results/embeddings/<set>/<model>.parquet, or for shard k of N
                                    (params.shard = [k, N]) <model>.shards/<k>-of-<N>.parquet
 snakemake.output.rejected:         optional; the quarantined stimuli (stimulus_id, path, check, reason)
-snakemake.config on_bad_input / multichannel_audio: quarantine | fail, quarantine | downmix
+snakemake.config on_bad_input / multichannel_audio: quarantine | fail, quarantine | downmix;
+                 max_audio_seconds, min_image_size (avprobe.validate)
 snakemake.threads, snakemake.log[0]
 """
 
@@ -26,6 +27,7 @@ with job_log(snakemake.log[0] if snakemake.log else None, snakemake.threads):  #
         model_dir=model_dir_from_config(getattr(snakemake.input, "model_dir_config", None)),  # noqa: F821
         threads=snakemake.threads,  # noqa: F821
         rejected_path=snakemake.output.get("rejected"),  # noqa: F821
-        **{key: config[key] for key in ("on_bad_input", "multichannel_audio") if key in config},
+        **{key: config[key] for key in ("on_bad_input", "multichannel_audio", "max_audio_seconds",
+                                             "min_image_size") if key in config},
         shard=getattr(snakemake.params, "shard", None),  # noqa: F821
     )

@@ -7,6 +7,7 @@ a file that looks complete.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -55,10 +56,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The temporary name is hidden (``.<name>.<random>.tmp``) in the same folder, so the rename is
     atomic and a writer killed mid-way (even by SIGKILL) leaves no file under ``path`` that
-    looks complete; an exception removes the temporary file.
+    looks complete; an exception removes the temporary file. The next writer of ``path``
+    removes what a killed one left (one job writes a given output at a time).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
@@ -72,6 +76,41 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+class DamagedFileError(ValueError):
+    """A Parquet file that exists but cannot be read (truncated, overwritten, corrupt)."""
+
+
+def damaged(path: str | os.PathLike, err: BaseException) -> DamagedFileError:
+    """The error for a damaged file: its path, what the reader said, and how to rebuild it."""
+    text = str(err).strip()
+    first = text.splitlines()[0] if text else type(err).__name__
+    return DamagedFileError(
+        f"{path}: damaged or truncated file ({first}). Rebuild it: rm '{path}' && snakemake --cores 1 "
+        f"'{path}' (then rerun the workflow, which redoes what depends on it)")
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike) -> Iterator[None]:
+    """Turn a Parquet reader's error on an existing file into :class:`DamagedFileError`."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as err:
+        raise damaged(path, err) from None
+
+
+def parquet_file(path: str | os.PathLike) -> pq.ParquetFile:
+    with reading(path):
+        return pq.ParquetFile(path)
+
+
+def read_parquet(path: str | os.PathLike, columns=None) -> pd.DataFrame:
+    """``pandas.read_parquet``, naming the file and the fix when it is damaged."""
+    with reading(path):
+        return pd.read_parquet(path, columns=columns)
+
+
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write a DataFrame to Parquet atomically, without the pandas index."""
     with atomic_path(path) as tmp:
@@ -80,7 +119,7 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
 
 def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     """Read a stimulus manifest and check the columns every manifest must have."""
-    df = pd.read_parquet(path)
+    df = read_parquet(path)
     if "stimulus_id" not in df.columns:
         raise ValueError(f"{path}: a manifest needs a 'stimulus_id' column")
     if df["stimulus_id"].duplicated().any():
@@ -178,13 +217,14 @@ def write_embeddings(
 
 def embeddings_metadata(path: str | os.PathLike) -> dict:
     """The provenance dictionary stored in an embeddings file."""
-    meta = pq.read_schema(path).metadata or {}
+    with reading(path):
+        meta = pq.read_schema(path).metadata or {}
     return json.loads(meta.get(EMBEDDINGS_META_KEY, b"{}"))
 
 
 def embedding_layers(path: str | os.PathLike) -> list[tuple[str, int]]:
     """``(layer, layer_index)`` of every layer in a file, in order, read from the footer only."""
-    pf = pq.ParquetFile(path)
+    pf = parquet_file(path)
     out = []
     for i in range(pf.num_row_groups):
         stats = pf.metadata.row_group(i).column(1).statistics
@@ -195,10 +235,11 @@ def embedding_layers(path: str | os.PathLike) -> list[tuple[str, int]]:
 
 def read_layer(path: str | os.PathLike, layer: str) -> tuple[list[str], np.ndarray]:
     """Read one layer as ``(stimulus_ids, matrix)``, touching only that layer's row group."""
-    pf = pq.ParquetFile(path)
+    pf = parquet_file(path)
     for i, (name, _) in enumerate(embedding_layers(path)):
         if name == layer:
-            table = pf.read_row_group(i, columns=["stimulus_id", "embedding"])
+            with reading(path):
+                table = pf.read_row_group(i, columns=["stimulus_id", "embedding"])
             ids = table.column("stimulus_id").to_pylist()
             emb = table.column("embedding").combine_chunks()
             flat = emb.flatten().to_numpy(zero_copy_only=False)

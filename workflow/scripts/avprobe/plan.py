@@ -151,6 +151,7 @@ def check(config: dict) -> None:
             )
         if spec.get("kind") == "pretrained" and not spec.get("source"):
             raise ConfigError(f"models.{name}: a pretrained model needs `source` (a hub id or folder)")
+        check_local_weights(name, spec)
     names = [e["name"] for e in config["analysis"].get("retrieval", [])]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
@@ -181,6 +182,45 @@ def _model_keys() -> tuple[str, ...] | None:
         return tuple(schema["properties"]["models"]["additionalProperties"]["properties"])
     except Exception:  # a packaged copy without the schema: skip the check
         return None
+
+
+#: Weight files transformers loads from a local folder, in its order of preference.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+
+
+def missing_weights(folder: str | Path) -> list[str]:
+    """The weight files a local model folder lacks: ``[]`` when it has one of
+    :data:`WEIGHT_FILES` (and, for a sharded checkpoint, every shard its index lists), else the
+    names that were looked for or the missing shards."""
+    folder = Path(folder)
+    for name in WEIGHT_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        if not name.endswith(".index.json"):
+            return []
+        try:
+            shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError):
+            return [f"{name} (unreadable index)"]
+        return [s for s in shards if not (folder / s).is_file()]
+    return list(WEIGHT_FILES)
+
+
+def check_local_weights(name: str, spec: dict) -> None:
+    """A pretrained model whose ``source`` is a local folder must hold its weights; said when
+    the DAG is built, not when the extraction job fails (``untrained`` controls are built)."""
+    source = spec.get("source")
+    family = str(spec.get("family", ""))
+    if (spec.get("kind", "pretrained") != "pretrained" or not source or not Path(source).is_dir()
+            or family in ALL_NAMED or family not in NAMED_LAYERS):
+        return
+    missing = missing_weights(source)
+    if missing:
+        raise ConfigError(f"models.{name}: the local folder {str(source)!r} has no weights: missing "
+                          f"{' or '.join(missing) if missing == list(WEIGHT_FILES) else ', '.join(missing)}. "
+                          "Copy the checkpoint's weight files into it (or point `source` at a hub id)")
 
 
 def check_model_keys(name: str, spec: dict, allowed) -> None:

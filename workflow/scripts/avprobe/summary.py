@@ -8,11 +8,11 @@ from typing import Iterable, Mapping
 
 import pandas as pd
 
-from .io import atomic_path
+from .io import atomic_path, read_parquet
 
 
 def _read(paths: Iterable[str]) -> pd.DataFrame:
-    frames = [pd.read_parquet(p) for p in paths]
+    frames = [read_parquet(p) for p in paths]
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -22,7 +22,7 @@ def _read_rejected(paths: Iterable[str]) -> pd.DataFrame:
     frames = []
     for path in paths:
         path = Path(path)
-        df = pd.read_parquet(path)
+        df = read_parquet(path)
         if len(df):
             frames.append(df.assign(set=path.parent.parent.name, model=path.stem))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -18,8 +18,22 @@ Extraction (:func:`screen_stimuli`)
     audio       NaN or Inf samples                                      non_finite
     audio       more than one channel (unless ``multichannel_audio:     channels
                 downmix``, which averages the channels)
-    audio       its rate differs from the manifest's ``sample_rate``    sample_rate
+    audio       its rate differs from the manifest's ``sample_rate``,   sample_rate
+                or is below :data:`MIN_SAMPLE_RATE` (a bogus header)
+    audio       longer than ``max_audio_seconds`` (config, default      too_long
+                600 s; read from the header, before any sample is)
+    audio       every sample equal (digital silence, or a constant      silent
+                offset): no signal for a model to embed
+    audio       a sample beyond ±:data:`MAX_ABS_SAMPLE` (float audio    overflow
+                is nominally within ±1; int16-scaled floats reach
+                32768): normalisation overflows float32
+    audio       shorter than the model's receptive field / analysis     too_short
+                window (:meth:`Adapter.min_input_samples`, checked
+                once the model is loaded)
     image       PIL cannot identify it, or decoding fails (truncated)   unreadable
+    image       a side shorter than ``min_image_size`` (config,         too_small
+                default 16 px) or an aspect ratio above
+                :data:`MAX_ASPECT_RATIO`
     image       a mode with no faithful 8-bit RGB conversion            mode
                 (``I``, ``I;16``, ``F``…); palette, greyscale, RGBA,
                 CMYK are converted
@@ -27,6 +41,9 @@ Extraction (:func:`screen_stimuli`)
     ==========  ======================================================  =================
 
     A different sample rate *between* a clip and the model is not an error: adapters resample.
+
+    After the model has run, a stimulus whose embedding is non-finite or exactly zero in any
+    layer is quarantined too (``degenerate_embedding``): such a vector is never stored.
 
 Analyses (:func:`analysis_manifest`, :func:`checked_layers`, :func:`read_checked_layer`)
     An embeddings file and its manifest must hold the same stimuli, except the ones the
@@ -45,7 +62,6 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from . import io
 
@@ -57,6 +73,18 @@ ON_BAD_INPUT = ("quarantine", "fail")
 MULTICHANNEL = ("quarantine", "downmix")
 #: PIL modes that convert to 8-bit RGB without losing their meaning.
 CONVERTIBLE_MODES = {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"}
+#: Below this rate a header is taken to be bogus (the lowest real rates are 8 kHz telephony).
+MIN_SAMPLE_RATE = 4000
+#: Longest clip (seconds, from the header) extracted unless the config's max_audio_seconds says otherwise.
+MAX_AUDIO_SECONDS = 600.0
+#: Largest sample magnitude kept: float audio is nominally within ±1 (int16-scaled floats reach
+#: 32768); beyond this, feature-extractor normalisation overflows float32.
+MAX_ABS_SAMPLE = 1e6
+#: Smallest image side (pixels) kept unless the config's min_image_size says otherwise.
+MIN_IMAGE_SIZE = 16
+#: Largest width/height (or height/width) ratio kept: a 1×4800 strip resized to a processor's
+#: shortest side would be hundreds of megabytes and says nothing about the image.
+MAX_ASPECT_RATIO = 20.0
 #: How many bad stimuli an error message lists before "…".
 _SHOW = 10
 
@@ -91,7 +119,8 @@ def _riff_truncation(path: Path, size: int) -> str | None:
 
 
 def audio_problem(path: str | os.PathLike, expected_rate: int | None = None,
-                  multichannel: str = "quarantine") -> tuple[str, str] | None:
+                  multichannel: str = "quarantine",
+                  max_seconds: float | None = MAX_AUDIO_SECONDS) -> tuple[str, str] | None:
     """``(check, reason)`` when the clip at ``path`` cannot be used, else None."""
     import soundfile as sf
 
@@ -116,6 +145,13 @@ def audio_problem(path: str | os.PathLike, expected_rate: int | None = None,
     if expected_rate is not None and int(info.samplerate) != int(expected_rate):
         return "sample_rate", (f"sample rate {info.samplerate} Hz in the file but {int(expected_rate)} Hz "
                                "in the manifest's sample_rate column")
+    if int(info.samplerate) < MIN_SAMPLE_RATE:
+        return "sample_rate", (f"sample rate {info.samplerate} Hz in the header is below {MIN_SAMPLE_RATE} Hz: "
+                               "a bogus header (resampling would stretch the clip)")
+    seconds = info.frames / float(info.samplerate)
+    if max_seconds is not None and seconds > float(max_seconds):
+        return "too_long", (f"{seconds:.1f} s long, above max_audio_seconds = {float(max_seconds):g} s "
+                            "(raise max_audio_seconds in the config to embed it)")
     try:
         wave, _ = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as err:
@@ -125,10 +161,34 @@ def audio_problem(path: str | os.PathLike, expected_rate: int | None = None,
     bad = int(np.count_nonzero(~np.isfinite(wave)))
     if bad:
         return "non_finite", f"{bad} of {wave.size} samples are NaN or Inf"
+    peak = float(np.abs(wave).max())
+    if peak > MAX_ABS_SAMPLE:
+        return "overflow", (f"peak sample magnitude {peak:.3g} is above {MAX_ABS_SAMPLE:g} (float audio is "
+                            "nominally within ±1): normalising it overflows float32")
+    if wave.shape[0] > 1 and float(np.ptp(wave)) == 0.0:  # one sample is too short, not silent
+        level = float(wave.flat[0])
+        return "silent", ("digital silence (every sample is 0)" if level == 0.0 else
+                          f"no signal: every sample equals {level:.6g} (a constant offset)")
     return None
 
 
-def image_problem(path: str | os.PathLike) -> tuple[str, str] | None:
+def too_short_problem(n_frames: int, rate: int, min_samples: int | None, model_rate: int | None,
+                      model: str = "the model") -> tuple[str, str] | None:
+    """``("too_short", reason)`` when a clip of ``n_frames`` at ``rate`` Hz has fewer than
+    ``min_samples`` samples once resampled to ``model_rate`` (the model's receptive field or
+    analysis window), else None."""
+    if not min_samples:
+        return None
+    n = int(n_frames) if not model_rate or int(model_rate) == int(rate) else \
+        int(np.floor(int(n_frames) * int(model_rate) / float(rate)))
+    if n < int(min_samples):
+        at = f" at {int(model_rate)} Hz" if model_rate else ""
+        return "too_short", (f"too short for {model}: {n} samples{at}, its receptive field / analysis window "
+                             f"needs at least {int(min_samples)}")
+    return None
+
+
+def image_problem(path: str | os.PathLike, min_size: int | None = MIN_IMAGE_SIZE) -> tuple[str, str] | None:
     """``(check, reason)`` when the image at ``path`` cannot be used, else None."""
     from PIL import Image
 
@@ -149,6 +209,13 @@ def image_problem(path: str | os.PathLike) -> tuple[str, str] | None:
                         "(convert it to RGB or greyscale first)")
     if width == 0 or height == 0:
         return "empty", f"empty image ({width}x{height})"
+    if min_size and min(width, height) < int(min_size):
+        return "too_small", (f"{width}x{height} pixels: a side is below min_image_size = {int(min_size)} px "
+                             "(processors would read so small an image wrongly)")
+    ratio = max(width, height) / min(width, height)
+    if ratio > MAX_ASPECT_RATIO:
+        return "too_small", (f"{width}x{height} pixels: aspect ratio {ratio:.0f}:1 is above "
+                             f"{MAX_ASPECT_RATIO:g}:1 (a strip, not an image)")
     return None
 
 
@@ -172,6 +239,8 @@ def screen_stimuli(
     on_bad_input: str = "quarantine",
     multichannel_audio: str = "quarantine",
     what: str = "",
+    max_audio_seconds: float | None = MAX_AUDIO_SECONDS,
+    min_image_size: int | None = MIN_IMAGE_SIZE,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split a manifest into ``(usable rows, rejected table)``; see the module docstring.
 
@@ -196,13 +265,21 @@ def screen_stimuli(
             if modality == "audio":
                 rate = rec.get("sample_rate") if has_rate else None
                 rate = None if rate is None or pd.isna(rate) else int(rate)
-                problem = audio_problem(full, rate, multichannel_audio)
+                problem = audio_problem(full, rate, multichannel_audio, max_audio_seconds)
             elif modality == "image":
-                problem = image_problem(full)
+                problem = image_problem(full, min_image_size)
             else:
                 raise ValueError(f"unknown modality {modality!r}")
         if problem:
             rows.append((i, str(rec["stimulus_id"]), "" if rel is None else str(rel), *problem))
+    return quarantine(df, rows, on_bad_input=on_bad_input, what=what)
+
+
+def quarantine(df: pd.DataFrame, rows: list, *, on_bad_input: str = "quarantine", what: str = "",
+               stage: str = "input check") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split ``df`` by ``rows`` = ``[(position, stimulus_id, path, check, reason), …]`` into
+    ``(usable rows, rejected table)``; log them, or raise under ``on_bad_input: fail`` or when
+    nothing is left."""
     rejected = pd.DataFrame([r[1:] for r in rows], columns=list(REJECTED_COLUMNS)).astype(str)
     if rows:
         listing = "; ".join(f"{r[1]} ({r[2]}): {r[4]}" for r in rows[:_SHOW])
@@ -214,7 +291,7 @@ def screen_stimuli(
         if len(rows) == len(df):
             raise BadInputError(f"{what}: every one of the {len(df)} stimuli is unusable: {listing}{more}")
     else:
-        log.info("input check: all %d stimuli of %s are usable (0 quarantined)", len(df), what)
+        log.info("%s: all %d stimuli of %s are usable (0 quarantined)", stage, len(df), what)
     keep = np.ones(len(df), dtype=bool)
     keep[[r[0] for r in rows]] = False
     return df[keep].reset_index(drop=True), rejected
@@ -239,7 +316,7 @@ def read_rejected(embeddings_path: str | os.PathLike) -> pd.DataFrame:
     p = rejected_path(embeddings_path)
     if not p.is_file():
         return pd.DataFrame(columns=list(REJECTED_COLUMNS))
-    return pd.read_parquet(p)
+    return io.read_parquet(p)
 
 
 # --------------------------------------------------------------------------- analysis inputs
@@ -251,7 +328,7 @@ def _examples(values) -> str:
 
 def embedded_ids(embeddings_path: str | os.PathLike) -> list[str]:
     """The stimulus ids of an embeddings file; every layer must hold the same ids, once each."""
-    table = pq.read_table(embeddings_path, columns=["stimulus_id", "layer"]).to_pandas()
+    table = io.read_parquet(embeddings_path, columns=["stimulus_id", "layer"])
     if table.empty:
         raise BadInputError(f"{embeddings_path}: the embeddings file has no rows")
     table["stimulus_id"] = table["stimulus_id"].astype(str)
@@ -312,6 +389,17 @@ def analysis_manifest(
     return m.reset_index(drop=True)
 
 
+def require_columns(frame: pd.DataFrame, columns, *, set_name: str, manifest_path=None, why: str = "") -> None:
+    """Raise naming the set, its manifest and the first missing column of ``columns``."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        where = f" ({manifest_path})" if manifest_path else ""
+        raise BadInputError(
+            f"set {set_name!r}{where}: the manifest has no column {missing[0]!r}"
+            f"{' (' + why + ')' if why else ''}; its columns are {list(map(str, frame.columns))}. "
+            f"Rebuild the set's manifest with that column, or leave the set out of this analysis")
+
+
 def require_classes(frame: pd.DataFrame, column: str = "label", classes=io.LABELS, what: str = "") -> None:
     """Every one of ``classes`` must have members among the non-reference rows."""
     rows = frame
@@ -327,13 +415,24 @@ def require_classes(frame: pd.DataFrame, column: str = "label", classes=io.LABEL
         )
 
 
-def check_layer(name: str, x: np.ndarray, path: str | os.PathLike) -> np.ndarray:
-    """Raise on an empty, non-finite or constant layer (all its embeddings identical)."""
+def check_layer(name: str, x: np.ndarray, path: str | os.PathLike, ids=None) -> np.ndarray:
+    """Raise on an empty, non-finite or constant layer (all its embeddings identical), or on an
+    all-zero embedding (no direction: cosine similarity, L2 normalisation and RDMs are
+    undefined for it), naming the stimuli when ``ids`` are given."""
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise BadInputError(f"{path}: layer {name!r} is empty (shape {x.shape})")
     bad = ~np.isfinite(x)
     if bad.any():
-        raise BadInputError(f"{path}: layer {name!r} has {int(bad.any(1).sum())} embeddings with NaN or Inf")
+        rows = np.flatnonzero(bad.any(1))
+        which = f" ({_examples([ids[i] for i in rows])})" if ids is not None else ""
+        raise BadInputError(f"{path}: layer {name!r} has {rows.size} embeddings with NaN or Inf{which}; "
+                            "rerun the extraction, which quarantines them")
+    zero = np.flatnonzero(~x.any(axis=1))
+    if zero.size:
+        which = f" ({_examples([ids[i] for i in zero])})" if ids is not None else ""
+        raise BadInputError(f"{path}: layer {name!r} has {zero.size} all-zero embeddings{which}: no direction, "
+                            "so cosine similarities and RDMs are undefined; rerun the extraction, which "
+                            "quarantines them (degenerate_embedding)")
     if x.shape[0] > 1 and not np.ptp(x, axis=0).any():
         raise BadInputError(
             f"{path}: layer {name!r} is constant — all {x.shape[0]} embeddings are identical, so every "
@@ -346,10 +445,10 @@ def check_layer(name: str, x: np.ndarray, path: str | os.PathLike) -> np.ndarray
 def checked_layers(path: str | os.PathLike) -> Iterator[tuple[str, int, list[str], np.ndarray]]:
     """:func:`avprobe.io.read_all_layers`, each layer checked by :func:`check_layer`."""
     for name, index, ids, x in io.read_all_layers(path):
-        yield name, index, ids, check_layer(name, x, path)
+        yield name, index, ids, check_layer(name, x, path, ids)
 
 
 def read_checked_layer(path: str | os.PathLike, layer: str) -> tuple[list[str], np.ndarray]:
     """:func:`avprobe.io.read_layer`, checked by :func:`check_layer`."""
     ids, x = io.read_layer(path, layer)
-    return ids, check_layer(layer, x, path)
+    return ids, check_layer(layer, x, path, ids)

@@ -359,6 +359,13 @@ def run_probe(
                                      classes="label")
     if not cfg.get("include_reference", False) and "is_reference" in man.columns:
         man = man[~man["is_reference"].fillna(False).astype(bool)]
+    targets = cfg.get("targets") or [t for t in DEFAULT_TARGETS if t in man.columns]
+    if cfg.get("targets"):
+        validate.require_columns(man, targets, set_name=set_name, manifest_path=manifest,
+                                 why="a target in probe.targets")
+    elif not targets:
+        validate.require_columns(man, DEFAULT_TARGETS[:1], set_name=set_name, manifest_path=manifest,
+                                 why=f"the sharp/round class; a probe needs one of {list(DEFAULT_TARGETS)}")
     man = man.assign(stimulus_id=man["stimulus_id"].astype(str)).set_index("stimulus_id")
     n_boot = int(n_bootstrap if n_bootstrap is not None else cfg.get("n_bootstrap", 1000))
     n_perm = int(n_permutations if n_permutations is not None else cfg.get("n_permutations", 1000))
@@ -370,7 +377,7 @@ def run_probe(
         log.info("probe %s/%s layer %s: %d rows × %d features", set_name, model, name, len(frame), x.shape[1])
         layer_rows = probe_layer(
             x[keep], frame,
-            targets=cfg.get("targets") or [t for t in DEFAULT_TARGETS if t in frame.columns],
+            targets=targets,
             folds=int(cfg.get("folds", 5)),
             cs=cfg.get("C", DEFAULT_CS), inner_folds=int(cfg.get("inner_folds", 3)),
             splits=cfg.get("splits") or [], groups=_groups(frame, cfg.get("groups", "auto")),
@@ -379,6 +386,10 @@ def run_probe(
         for r in layer_rows:
             r.update(analysis="probe", set=set_name, model=model, layer=name, layer_index=index)
         rows.extend(layer_rows)
+    if not rows:
+        raise validate.BadInputError(
+            f"set {set_name!r} ({manifest}): no probe result — every target column {targets} has fewer than "
+            "two classes among the embedded stimuli; nothing to probe")
     table = avio.tidy_table(rows)
     table = stats.add_fdr(table, ["target", "split", "metric"])
     if output is not None:

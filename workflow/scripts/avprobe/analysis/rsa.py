@@ -23,6 +23,11 @@ Pipeline for one (set, model) embeddings file:
    ============  ===============================================  =============================
 
    ``euclidean`` follows rsatoolbox (squared, per channel), so Pearson comparisons agree.
+   A degenerate row — all zeros under ``cosine``, constant under ``correlation`` — has no
+   defined distance: :func:`rdm_matrix` gives NaN for its pairs, as rsatoolbox and scipy do
+   for a zero row (for a constant non-zero row they give 1.0 ± rounding, because subtracting
+   the mean leaves 1e-16 residue; the test here is exact: ``ptp == 0``), never a silent 1.0;
+   :func:`run_rsa` stops with an error naming the stimuli.
 3. **Reference RDMs** (``reference`` column), each used when the manifest has the column and
    it varies: categorical ``labels`` (default ``label``, ``material``, ``hollowness``,
    ``extension``: 0 same class, 1 different); continuous ``attributes`` (default
@@ -161,8 +166,24 @@ def normalize_comparison(method: str) -> str:
 
 
 # ----------------------------------------------------------------------------- RDMs
+def degenerate_rows(x: np.ndarray, distance: str = "cosine") -> np.ndarray:
+    """Rows whose distance to anything is undefined: an all-zero row under ``cosine`` (no
+    direction), a constant row under ``correlation`` (no variance). ``euclidean`` has none."""
+    x = np.asarray(x, dtype=np.float64)
+    if distance == "cosine":
+        return ~(np.abs(x) > 0).any(axis=1)
+    if distance == "correlation":
+        return np.ptp(x, axis=1) == 0 if x.shape[1] else np.ones(len(x), dtype=bool)
+    return np.zeros(len(x), dtype=bool)
+
+
 def rdm_matrix(x: np.ndarray, distance: str = "cosine") -> np.ndarray:
-    """Full symmetric (n, n) float64 dissimilarity matrix with a zero diagonal."""
+    """Full symmetric (n, n) float64 dissimilarity matrix with a zero diagonal.
+
+    A degenerate row (:func:`degenerate_rows`) has NaN distance to every other row, as in
+    ``scipy.spatial.distance.pdist`` and ``rsatoolbox.rdm.calc_rdm`` (never a silent 1.0);
+    :func:`run_rsa` refuses such a layer with an error naming the stimuli.
+    """
     x = np.asarray(x, dtype=np.float64)
     if distance == "cosine":
         xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-300)
@@ -178,8 +199,25 @@ def rdm_matrix(x: np.ndarray, distance: str = "cosine") -> np.ndarray:
     else:
         raise ValueError(f"distance must be one of {DISTANCES}, not {distance!r}")
     d = 0.5 * (d + d.T)
+    bad = degenerate_rows(x, distance)
+    if bad.any():
+        d[bad, :] = np.nan
+        d[:, bad] = np.nan
     np.fill_diagonal(d, 0.0)
     return d
+
+
+def check_rdm_rows(x: np.ndarray, distance: str, unit_ids, what: str) -> None:
+    """Raise :class:`avprobe.validate.BadInputError` naming the units whose rows make the RDM
+    undefined (:func:`degenerate_rows`)."""
+    bad = np.flatnonzero(degenerate_rows(x, distance))
+    if bad.size:
+        kind = "all-zero" if distance == "cosine" else "constant"
+        names = ", ".join(repr(str(unit_ids[i])) for i in bad[:5]) + (", …" if bad.size > 5 else "")
+        raise validate.BadInputError(
+            f"{what}: {bad.size} {kind} embedding(s) ({names}) have no {distance} distance to anything "
+            f"(rsatoolbox and scipy give NaN); quarantine or drop these stimuli, or use another "
+            f"rsa.distance (euclidean is defined for them)")
 
 
 def upper(m: np.ndarray) -> np.ndarray:
@@ -1002,6 +1040,14 @@ def run_rsa(
     groups: list[tuple[np.ndarray | None, list[Reference]]] = [
         (None, build_references(units, cfg.get("labels", DEFAULT_LABELS), cfg.get("attributes", DEFAULT_ATTRIBUTES)))
     ]
+    if not groups[0][1] and not ratings:
+        labels = list(cfg.get("labels", DEFAULT_LABELS)) + list(cfg.get("attributes", DEFAULT_ATTRIBUTES))
+        if not any(c in man.columns for c in labels):
+            validate.require_columns(man, labels[:1], set_name=set_name, manifest_path=manifest,
+                                     why=f"no reference RDM: RSA needs a varying column among {labels}, or ratings")
+        raise validate.BadInputError(
+            f"set {set_name!r} ({manifest}): no reference RDM — the columns {labels} are missing, constant or "
+            f"vary within {units.unit} units, and there are no ratings; RSA would write no rows")
     table_ratings = _read_ratings(ratings, stimulus_ids=man["stimulus_id"])
     ceilings: dict[str, dict] = {}
     rater_vecs: tuple[np.ndarray, dict[str, np.ndarray]] = (np.zeros(0, dtype=np.intp), {})
@@ -1018,7 +1064,10 @@ def run_rsa(
         cov_layers = avio.embedding_layers(covariate)
         cov_layer = cfg.get("covariate_layer") or cov_layers[-1][0]
         ids, x = avio.read_layer(covariate, cov_layer)
-        cov_vec = rdm_vector(unit_matrix(units, ids, x), distance)
+        cov_x = unit_matrix(units, ids, x)
+        check_rdm_rows(cov_x, distance, units.frame["unit_id"].tolist(),
+                       f"{covariate}, layer {cov_layer!r} (covariate)")
+        cov_vec = rdm_vector(cov_x, distance)
 
     vectors: dict[tuple[str, bool], np.ndarray] = {}
     layer_info: dict[str, int] = {}
@@ -1026,6 +1075,7 @@ def run_rsa(
     saved: list[tuple[str, int, np.ndarray]] = []
     for name, index, ids, x in validate.checked_layers(embeddings):
         ux = unit_matrix(units, ids, x)
+        check_rdm_rows(ux, distance, units.frame["unit_id"].tolist(), f"{embeddings}, layer {name!r}")
         vec = rdm_vector(ux, distance)
         vectors[(name, False)] = vec
         if cov_vec is not None:

@@ -696,10 +696,13 @@ def run_symbolism(
     columns model, layer, layer_index, direction, scored, form, stimulus_id, word, voice,
     label, is_reference, sharpness, score (those the manifests have). Positive = round.
     """
-    wm = validate.analysis_manifest(avio.read_manifest(words_manifest), words_embeddings,
-                                    manifest_path=words_manifest, classes="label")
-    im = validate.analysis_manifest(avio.read_manifest(images_manifest), images_embeddings,
-                                    manifest_path=images_manifest, classes="label")
+    wm = avio.read_manifest(words_manifest)
+    im = avio.read_manifest(images_manifest)
+    why = "the sharp/round class that sound symbolism scores"
+    validate.require_columns(wm, ["label"], set_name=words, manifest_path=words_manifest, why=why)
+    validate.require_columns(im, ["label"], set_name=images, manifest_path=images_manifest, why=why)
+    wm = validate.analysis_manifest(wm, words_embeddings, manifest_path=words_manifest, classes="label")
+    im = validate.analysis_manifest(im, images_embeddings, manifest_path=images_manifest, classes="label")
     modality = SET_MODALITY.get(words)
     form = WORD_FORMS.get(words) or ("speech" if modality == "audio" else "text" if modality == "text" else (
         "text" if "path" not in wm.columns else "speech"))

@@ -25,9 +25,13 @@ def _pick_evenly(df: pd.DataFrame, n: int, by: str | None) -> pd.DataFrame:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    from PIL import Image
+    from PIL import Image, ImageOps
 
-    with Image.open(path) as img:
+    with Image.open(path) as img:  # as displayed (avprobe.extract.displayed_rgb): EXIF, alpha on white
+        img = ImageOps.exif_transpose(img)
+        if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
+            rgba = img.convert("RGBA")
+            img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
         return np.asarray(img.convert("RGB"))
 
 

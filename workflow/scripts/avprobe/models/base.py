@@ -29,6 +29,10 @@ import numpy as np
 log = logging.getLogger("avprobe")
 
 POOLINGS = ("mean", "max", "cls", "last")
+#: What happens to a clip longer than a model's input window (``spec['long_inputs']``):
+#: ``truncate`` keeps its first window; ``chunk`` embeds every window and averages them,
+#: weighted by their lengths (a last piece shorter than the receptive field is dropped).
+LONG_INPUTS = ("truncate", "chunk")
 JOINT = "joint"
 DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
           "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
@@ -79,6 +83,36 @@ class Adapter:
     def input_sample_rate(self, tower: str = "audio") -> int | None:
         return None
 
+    def native_window_samples(self, tower: str = "audio") -> int | None:
+        """The longest clip (samples at :meth:`input_sample_rate`) the model itself takes in one
+        pass: AST's ``max_length`` frames, Whisper's ``n_samples``, CLAP's ``max_length_s``;
+        None for a family without one."""
+        return None
+
+    def input_window_samples(self, tower: str = "audio") -> int | None:
+        """The input window: the native one, capped by ``spec['max_input_seconds']`` when set.
+        Longer clips are truncated or chunked (``spec['long_inputs']``), so a batch never
+        holds more than ``batch_size × window`` samples."""
+        native = self.native_window_samples(tower)
+        cap = self.spec.get("max_input_seconds")
+        rate = self.input_sample_rate(tower)
+        if cap is not None and rate:
+            cap = max(int(round(float(cap) * rate)), 1)
+            return cap if native is None else min(cap, native)
+        return native
+
+    def long_inputs(self) -> str:
+        mode = str(self.spec.get("long_inputs") or "truncate")
+        if mode not in LONG_INPUTS:
+            raise ValueError(f"model {self.name!r}: long_inputs must be one of {LONG_INPUTS}, not {mode!r}")
+        return mode
+
+    def min_input_samples(self, tower: str = "audio") -> int | None:
+        """Fewest samples (at :meth:`input_sample_rate`) that give the model one output frame:
+        its convolutional receptive field or its first analysis window. Shorter clips are
+        quarantined (``too_short``) instead of being embedded as padding."""
+        return None
+
     def pooling(self, tower: str) -> str:
         self.check_tower(tower)
         return self._pooling[tower]
@@ -97,8 +131,43 @@ class Adapter:
         items = list(items)
         if not items:
             return {n: np.zeros((0, 0), np.float32) for n in names}
-        out = self._embed(tower, self._prepare(tower, items), names)
+        items = self._prepare(tower, items)
+        window = self.input_window_samples(tower) if tower == "audio" else None
+        if window and any(len(w) > window for w in items):
+            out = self._embed_windowed(tower, items, names, int(window))
+        else:
+            out = self._embed(tower, items, names)
         return {n: np.ascontiguousarray(out[n], dtype=np.float32) for n in names}
+
+    def _embed_windowed(self, tower: str, items: list, names: list[str], window: int) -> dict[str, np.ndarray]:
+        """Clips longer than ``window``: their first window (``truncate``), or every window
+        embedded, in batches no larger than this one, and averaged by length (``chunk``)."""
+        long = sum(len(w) > window for w in items)
+        mode = self.long_inputs()
+        rate = self.input_sample_rate(tower) or 1
+        log.info("%s: %d of %d clips are longer than the %.2f s input window; %s", self.name, long,
+                 len(items), window / rate, "first window kept" if mode == "truncate" else "chunked and pooled")
+        if mode == "truncate":
+            return self._embed(tower, [w[:window] for w in items], names)
+        minimum = self.min_input_samples(tower) or 1
+        pieces, owner = [], []
+        for i, w in enumerate(items):
+            parts = [w[s:s + window] for s in range(0, len(w), window)]
+            parts = [p for p in parts if len(p) >= minimum] or parts[:1]
+            pieces.extend(parts)
+            owner.extend([i] * len(parts))
+        owner = np.asarray(owner)
+        weights = np.asarray([len(p) for p in pieces], dtype=np.float64)
+        step = max(len(items), 1)
+        outs = [self._embed(tower, pieces[s:s + step], names) for s in range(0, len(pieces), step)]
+        result = {}
+        for n in names:
+            mat = np.concatenate([np.asarray(o[n], dtype=np.float64) for o in outs])
+            pooled = np.zeros((len(items), mat.shape[1]))
+            np.add.at(pooled, owner, mat * weights[:, None])
+            pooled /= np.bincount(owner, weights=weights, minlength=len(items))[:, None]
+            result[n] = pooled.astype(np.float32)
+        return result
 
     def dense(self, tower: str, items: Sequence) -> list[np.ndarray]:
         """Token-level features in the shared space, one array per item: an image gives its
@@ -152,6 +221,14 @@ class Adapter:
 # ---------------------------------------------------------------------------------------------
 # Inputs
 # ---------------------------------------------------------------------------------------------
+
+
+def receptive_field(kernels: Sequence[int], strides: Sequence[int]) -> int:
+    """Samples a stack of unpadded 1-D convolutions needs for one output frame."""
+    field = 1
+    for k, s in zip(reversed(list(kernels)), reversed(list(strides))):
+        field = (field - 1) * int(s) + int(k)
+    return field
 
 
 def resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
@@ -375,6 +452,14 @@ def hf_load(loader: Callable, name: str, source: str, revision: str | None, **kw
     try:
         return loader.from_pretrained(source, **kwargs)
     except OSError as err:
+        if Path(source).is_dir():  # not a hub problem: say what the folder lacks
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            files = sorted(p.name for p in Path(source).iterdir())
+            raise ModelUnavailableError(
+                f"model {name!r}: the local folder {source!r} cannot be loaded by {getattr(loader, '__name__', loader)} "
+                f"[{first}]; it holds {files[:12]}{' …' if len(files) > 12 else ''}. A checkpoint folder needs "
+                "config.json, its weights (model.safetensors or pytorch_model.bin, or an index and its shards) "
+                "and its processor files") from err
         raise ModelUnavailableError(offline_message(name, source, revision, err)) from err
 
 

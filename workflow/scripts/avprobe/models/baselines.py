@@ -74,6 +74,9 @@ class LogMelAdapter(Adapter):
     def input_sample_rate(self, tower="audio"):
         return self.rate
 
+    def min_input_samples(self, tower="audio"):
+        return self.params["n_fft"]  # one STFT frame
+
     def layers(self, tower):
         self.check_tower(tower)
         return ["mean", "meanstd"]

@@ -34,6 +34,7 @@ from .base import (
     hf_load,
     lengths_to_mask,
     numpy_seed,
+    receptive_field,
     pool,
     resolve_dtype,
     select_device,
@@ -126,6 +127,11 @@ class HFAdapter(Adapter):
 
         return hf_load(getattr(transformers, loader_name), self.name, source, revision)
 
+    def _image_batch(self, items):
+        """The image processor's batch for HxWx3 arrays, channels-last stated explicitly: left to
+        guess, processors read a 1x1, 3x1 or 1xN image as channels-first."""
+        return self.image_processor(images=items, return_tensors="pt", input_data_format="channels_last")
+
     def _to_device(self, batch: Mapping, float_keys=("input_values", "input_features", "pixel_values")):
         out = {}
         for k, v in batch.items():
@@ -193,6 +199,17 @@ class HFAudioAdapter(HFAdapter):
     def input_sample_rate(self, tower="audio"):
         return int(self.feature_extractor.sampling_rate)
 
+    def min_input_samples(self, tower="audio"):
+        return receptive_field(self.config.conv_kernel, self.config.conv_stride)
+
+    #: These encoders have no window of their own (attention over every frame: memory grows
+    #: with the square of the clip length), so one is set: ``max_input_seconds``, default 30 s.
+    DEFAULT_MAX_INPUT_SECONDS = 30.0
+
+    def input_window_samples(self, tower="audio"):
+        seconds = float(self.spec.get("max_input_seconds") or self.DEFAULT_MAX_INPUT_SECONDS)
+        return max(int(round(seconds * self.input_sample_rate())), 1)
+
     def layers(self, tower):
         self.check_tower(tower)
         return self._numbered(self.config.num_hidden_layers)
@@ -250,6 +267,12 @@ class WhisperEncoderAdapter(HFAdapter):
     def input_sample_rate(self, tower="audio"):
         return int(self.feature_extractor.sampling_rate)
 
+    def min_input_samples(self, tower="audio"):
+        return int(self.feature_extractor.n_fft)  # one STFT window
+
+    def native_window_samples(self, tower="audio"):
+        return int(self.feature_extractor.n_samples)  # 30 s for the released checkpoints
+
     def layers(self, tower):
         self.check_tower(tower)
         return self._numbered(self.config.encoder_layers)
@@ -257,10 +280,6 @@ class WhisperEncoderAdapter(HFAdapter):
     def _embed(self, tower, items, names):
         import torch
 
-        limit = self.feature_extractor.n_samples
-        if any(len(w) > limit for w in items):
-            log.warning("%s: clips longer than %.1f s are truncated by Whisper's window",
-                        self.name, limit / self.input_sample_rate())
         batch = self.feature_extractor(items, sampling_rate=self.input_sample_rate(),
                                        return_attention_mask=True, return_tensors="pt")
         frames = batch["attention_mask"].sum(-1)
@@ -278,12 +297,23 @@ class ASTAdapter(HFAdapter):
 
     family = "ast"
     natural_towers = ("audio",)
+    #: Kaldi fbank frames: 25 ms windows every 10 ms.
+    FRAME_S, HOP_S = 0.025, 0.010
 
     def load_processors(self, source, revision):
         self.feature_extractor = self._load("AutoFeatureExtractor", source, revision)
 
     def input_sample_rate(self, tower="audio"):
         return int(self.feature_extractor.sampling_rate)
+
+    def min_input_samples(self, tower="audio"):
+        return int(round(self.FRAME_S * self.input_sample_rate()))  # one fbank frame
+
+    def native_window_samples(self, tower="audio"):
+        """``max_length`` fbank frames: (max_length - 1) hops plus one frame."""
+        rate = self.input_sample_rate()
+        return (int(self.feature_extractor.max_length) - 1) * int(round(self.HOP_S * rate)) + \
+            int(round(self.FRAME_S * rate))
 
     def layers(self, tower):
         self.check_tower(tower)
@@ -369,7 +399,7 @@ class HFImageAdapter(HFAdapter):
     def _embed(self, tower, items, names):
         import torch
 
-        batch = self.image_processor(images=items, return_tensors="pt")
+        batch = self._image_batch(items)
         inputs = self._to_device({"pixel_values": batch["pixel_values"]})
         with torch.inference_mode():
             hs = self.model(**inputs, output_hidden_states=True).hidden_states
@@ -403,7 +433,7 @@ class CLIPAdapter(_TextMixin, HFAdapter):
                 out = self.model.get_text_features(**inputs, output_hidden_states=True)
                 joint, hs = _features(out, lambda: self.model.text_model(**inputs, output_hidden_states=True))
             else:
-                batch = self.image_processor(images=items, return_tensors="pt")
+                batch = self._image_batch(items)
                 inputs = self._to_device({"pixel_values": batch["pixel_values"]})
                 out = self.model.get_image_features(**inputs, output_hidden_states=True)
                 joint, hs = _features(out, lambda: self.model.vision_model(**inputs, output_hidden_states=True))
@@ -421,7 +451,7 @@ class CLIPAdapter(_TextMixin, HFAdapter):
 
         with torch.inference_mode():
             if tower == "image":
-                batch = self.image_processor(images=items, return_tensors="pt")
+                batch = self._image_batch(items)
                 inputs = self._to_device({"pixel_values": batch["pixel_values"]})
                 vision = self.model.vision_model
                 hidden = vision(**inputs).last_hidden_state
@@ -470,6 +500,12 @@ class CLAPAdapter(_TextMixin, HFAdapter):
     def input_sample_rate(self, tower="audio"):
         return int(self.feature_extractor.sampling_rate) if "audio" in self.towers else None
 
+    def min_input_samples(self, tower="audio"):
+        return int(self.feature_extractor.fft_window_size) if "audio" in self.towers else None
+
+    def native_window_samples(self, tower="audio"):
+        return int(self.feature_extractor.nb_max_samples) if "audio" in self.towers else None
+
     def layers(self, tower):
         self.check_tower(tower)
         if tower == "text":
@@ -477,6 +513,9 @@ class CLAPAdapter(_TextMixin, HFAdapter):
         return self._numbered(len(self.config.audio_config.depths)) + [JOINT]
 
     def _audio_inputs(self, waves):
+        """Features one clip at a time (batch-independent), and each clip's own ``is_longer``:
+        called on a batch in which no clip is longer than the window, the fusion extractor
+        flags one clip at random as longer — alone, every clip."""
         import torch
 
         feats, longer = [], []
@@ -484,8 +523,9 @@ class CLAPAdapter(_TextMixin, HFAdapter):
             with numpy_seed(0):
                 b = self.feature_extractor([w], sampling_rate=self.input_sample_rate(), return_tensors="pt")
             feats.append(b["input_features"])
-            longer.append(b["is_longer"])
-        return self._to_device({"input_features": torch.cat(feats), "is_longer": torch.cat(longer)})
+            longer.append(len(w) > int(self.feature_extractor.nb_max_samples))
+        flags = torch.tensor(longer, dtype=torch.bool).reshape(-1, 1)
+        return self._to_device({"input_features": torch.cat(feats), "is_longer": flags})
 
     def _embed(self, tower, items, names):
         import torch

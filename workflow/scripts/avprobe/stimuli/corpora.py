@@ -71,6 +71,8 @@ CORPUS_KEYS = {
     ),
     "spokencoco": (("root", "json_file", "images_dir"), ("split_file", "max_images")),
 }
+#: The config key under which each corpus's audio files are found (named in messages).
+AUDIO_KEY = {"flickr8k": "wav_dir", "spokencoco": "root"}
 #: The three sets every corpus gives, by suffix → modality.
 CORPUS_SET_SUFFIXES = {"images": "image", "captions": "audio", "caption_text": "text"}
 
@@ -326,6 +328,10 @@ def check_corpus_config(config: Mapping) -> dict[str, dict[str, int]]:
     for corpus, cfg in corpora.items():
         images, captions = load_corpus(corpus, cfg)
         counts[corpus] = {"images": len(images), "captions": len(captions)}
+        empty = empty_files(images, captions, corpus)
+        if empty:
+            log.warning("%d zero-byte files in corpus %s (they will be quarantined at extraction): %s%s",
+                        len(empty), corpus, "; ".join(empty[:5]), " …" if len(empty) > 5 else "")
     return counts
 
 
@@ -348,12 +354,23 @@ def import_corpus(
     images_out.insert(1, "path", _relative(images["file_path"], images_manifest))
     captions_out = captions.drop(columns="file_path")
     captions_out.insert(1, "path", _relative(captions["file_path"], captions_manifest))
-    rates, durations = [], []
+    rates, durations, bad = [], [], []
     for path in captions["file_path"]:
-        info = sf.info(str(path))
+        try:
+            info = sf.info(str(path))
+        except Exception as err:  # a zero-byte or non-audio file: kept, and quarantined at extraction
+            text = str(err).strip()
+            bad.append(f"{path} ({text.splitlines()[0] if text else type(err).__name__})")
+            rates.append(pd.NA)
+            durations.append(float("nan"))
+            continue
         rates.append(int(info.samplerate))
         durations.append(float(info.frames) / info.samplerate)
-    captions_out["sample_rate"] = rates
+    if bad:
+        log.warning("stimuli.corpora.%s.%s: %d of %d caption files are not readable audio and will be "
+                    "quarantined at extraction: %s%s", corpus, AUDIO_KEY.get(corpus, "files"), len(bad),
+                    len(captions), "; ".join(bad[:5]), " …" if len(bad) > 5 else "")
+    captions_out["sample_rate"] = pd.array(rates, dtype="Int64")
     captions_out["duration"] = durations
     text_out = captions_out[["stimulus_id", "image_id", "text", "caption_index"]].copy()
     write_parquet(images_out, images_manifest)
@@ -366,3 +383,11 @@ def import_corpus(
         images_manifest, captions_manifest, caption_text_manifest,
     )  # fmt: skip
     return images_out, captions_out, text_out
+
+
+def empty_files(images: pd.DataFrame, captions: pd.DataFrame, corpus: str) -> list[str]:
+    """``"<config key>: <file>"`` for every zero-byte file of a corpus (a stat each)."""
+    out = []
+    for table, key in ((images, "images_dir"), (captions, AUDIO_KEY.get(corpus, "files"))):
+        out += [f"stimuli.corpora.{corpus}.{key}: {p}" for p in table["file_path"] if Path(p).stat().st_size == 0]
+    return out

@@ -109,9 +109,18 @@ def clip_qc(x: np.ndarray, sample_rate: int, settings: QcSettings = QcSettings()
 
 
 def file_qc(path: str | os.PathLike, settings: QcSettings = QcSettings()) -> dict:
-    """QC of one audio file (read as float, channels kept)."""
-    info = sf.info(str(path))
-    x, rate = sf.read(str(path), dtype="float64", always_2d=True)
+    """QC of one audio file (read as float, channels kept). A file that cannot be read (empty,
+    not audio) gets NaN measurements and the flag ``unreadable``; extraction quarantines it."""
+    try:
+        info = sf.info(str(path))
+        x, rate = sf.read(str(path), dtype="float64", always_2d=True)
+    except Exception as err:  # libsndfile: "Format not recognised", "Error in WAV file", …
+        log.warning("qc: %s is not readable audio (%s)", path, str(err).strip().splitlines()[0] if str(err).strip()
+                    else type(err).__name__)
+        return {"duration": float("nan"), "sample_rate": float("nan"), "peak": float("nan"), "rms": float("nan"),
+                "rms_dbfs": float("nan"), "n_clipped": 0, "leading_silence": float("nan"),
+                "trailing_silence": float("nan"), "silence_db": float(settings.silence_db), "flags": "unreadable",
+                "channels": 0, "subtype": ""}
     return {**clip_qc(x, rate, settings), "channels": int(info.channels), "subtype": info.subtype}
 
 
