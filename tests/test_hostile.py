@@ -256,7 +256,7 @@ def test_symbolism_without_a_label_column_names_the_set_and_column(tmp_path):
     im, ie = _unlabelled(tmp_path / "i")
     with pytest.raises(BadInputError, match=r"set 'shapes' \(.*\): the manifest has no column 'label'"):
         run_symbolism(wm, we, im, ie, model="m", words="pseudoword_text", images="shapes",
-                      n_permutations=10, n_bootstrap=10)
+                      space="text_image", space_layer="joint", n_permutations=10, n_bootstrap=10)
 
 
 # ------------------------------------------------------------------ kind 4: images read wrongly

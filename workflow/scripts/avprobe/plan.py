@@ -213,8 +213,9 @@ def check_local_weights(name: str, spec: dict) -> None:
     the DAG is built, not when the extraction job fails (``untrained`` controls are built)."""
     source = spec.get("source")
     family = str(spec.get("family", ""))
+    # only a transformers folder has this layout; checkpoint families name one file as source
     if (spec.get("kind", "pretrained") != "pretrained" or not source or not Path(source).is_dir()
-            or family in ALL_NAMED or family not in NAMED_LAYERS):
+            or family not in FAMILIES or FAMILIES[family].weights != "transformers"):
         return
     missing = missing_weights(source)
     if missing:
