@@ -2,6 +2,7 @@
 
 Reads snakemake.input.{symbolism,rsa,probe,retrieval,dense} (lists of tables),
 snakemake.input.rejected (the quarantine tables of the extractions),
+snakemake.input.speech_qc (the speech QC voice table, or nothing when the QC is off),
 snakemake.params.models, snakemake.output.markdown, snakemake.log[0].
 """
 
@@ -10,7 +11,7 @@ from avprobe.summary import summarize
 
 with job_log(snakemake.log[0]):
     summarize(
-        {key: list(getattr(snakemake.input, key)) for key in ("symbolism", "rsa", "probe", "retrieval", "dense", "rejected")},
+        {key: list(getattr(snakemake.input, key)) for key in ("symbolism", "rsa", "probe", "retrieval", "dense", "rejected", "speech_qc")},
         snakemake.params.models,
         snakemake.output.markdown,
     )
