@@ -231,7 +231,7 @@ class CT2Whisper:
         waves = prepare_audio(waveforms, self.sample_rate)
         limit = self.frames * int(self.features.hop_length)
         if any(w.size > limit for w in waves):
-            log.warning("clips longer than the %.1f s window are cut to it", self.window_s)
+            log.warning("clips longer than the %.1f s window are cut to it", self.frames / 100.0)
             waves = [w[:limit] for w in waves]
         feats = self.features(waves, sampling_rate=self.sample_rate, return_tensors="np",
                               padding="max_length")["input_features"]
