@@ -201,3 +201,42 @@ def test_ctranslate2_backend_matches_transformers_generate_on_the_same_checkpoin
     ct2 = CT2Whisper(converted, compute_type="float32", max_new_tokens=12, language=None)
     decoded = ct2(waves)
     assert all(d and r.startswith(d) for d, r in zip(decoded, reference, strict=True)), (decoded, reference)
+
+
+def test_transcribe_rule_script_with_the_ctranslate2_backend(tmp_path):
+    """asr.backend ctranslate2: convert_asr_model's script converts the built recogniser, and the
+    transcribe script decodes the spoken set with it; the transcript manifest says so."""
+    import soundfile as sf
+
+    from avprobe import io
+    from avprobe.models.build import build_untrained
+
+    built = build_untrained(ROOT / "resources/model_configs/whisper-tiny-random", tmp_path / "w", seed=0)
+    spec = {"family": "whisper_asr", "kind": "untrained", "source": "resources/model_configs/whisper-tiny-random",
+            "towers": ["audio"], "batch_size": 2, "max_new_tokens": 8}
+    convert = SimpleNamespace(input=_Named(model_dir_config=str(built / "config.json")),
+                              output=_Named(model=str(tmp_path / "w-ct2/model.bin")),
+                              params=_Named(model="whisper-untrained", spec=spec), log=[str(tmp_path / "c.log")])
+    runpy.run_path(str(SCRIPTS / "convert_asr_model.py"), init_globals={"snakemake": convert})
+    (tmp_path / "captions/audio").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(3):
+        sf.write(tmp_path / f"captions/audio/c{i}.wav", (0.1 * rng.standard_normal(12000)).astype(np.float32), 16000,
+                 subtype="FLOAT")
+        rows.append({"stimulus_id": f"s{i}-c0", "path": f"audio/c{i}.wav", "image_id": f"s{i}", "text": "a red star",
+                     "voice": "v"})
+    pd.DataFrame(rows).to_parquet(tmp_path / "captions/manifest.parquet", index=False)
+    out = tmp_path / "caption_asr/manifest.parquet"
+    transcribe = SimpleNamespace(
+        input=_Named(manifest=str(tmp_path / "captions/manifest.parquet"), model_dir_config=str(built / "config.json"),
+                     ct2_model=str(tmp_path / "w-ct2/model.bin")),
+        output=_Named(manifest=str(out)),
+        params=_Named(model="whisper-untrained", spec=spec, backend="ctranslate2", ct2={"compute_type": "float32"}),
+        log=[str(tmp_path / "t.log")], threads=1,
+    )
+    runpy.run_path(str(SCRIPTS / "transcribe.py"), init_globals={"snakemake": transcribe})
+    asr = io.read_manifest(out)
+    assert asr["stimulus_id"].tolist() == ["s0-c0", "s1-c0", "s2-c0"] and asr["text"].str.len().gt(0).all()
+    meta = io.embeddings_metadata(out)
+    assert meta["backend"] == "ctranslate2" and meta["kind"] == "untrained" and meta["compute_type"] == "float32"
