@@ -26,9 +26,9 @@ ASR_BACKEND = (config.get("asr") or {}).get("backend", "transformers")
 SHARDS = {m: plan.shards_for(spec) for m, spec in MODELS.items() if plan.shards_for(spec) > 1}
 
 
-# Speech QC (rule speech_qc): its settings, the recogniser folder (the packaged Whisper base,
-# joined by rule assemble_qc_recogniser, unless stimuli.tts.qc.model names another CTranslate2
-# Whisper folder) and its tables.
+# Speech QC settings, the recogniser folder and the QC tables. The folder is the packaged
+# Whisper base (joined by assemble_qc_recogniser) unless stimuli.tts.qc.model names another
+# CTranslate2 Whisper folder.
 QC_CFG = config["stimuli"]["tts"].get("qc") or {}
 PACKAGED_QC_MODEL = "results/models/whisper-base-ct2"
 QC_MODEL_DIR = str(QC_CFG.get("model") or PACKAGED_QC_MODEL).rstrip("/")
