@@ -87,6 +87,7 @@ def test_real_recogniser_understands_default_voices_and_not_noise(recogniser):
 def test_normalisation_cer_and_onsets():
     assert intelligibility.normalize_words("There are 3 shapes, in the Center!") == \
         ["there", "are", "three", "shapes", "in", "the", "centre"]
+    assert intelligibility.normalize_words("There's one gray star.") == ["there", "is", "one", "grey", "star"]
     assert intelligibility.char_error_rate("bobabo", "Boba Bo.") == 0.0
     assert intelligibility.char_error_rate("kiki", "") == 1.0
     assert intelligibility.onset_survives("kiki", "Kiki.") and intelligibility.onset_survives("kakiko", "Cacico")

@@ -38,8 +38,9 @@ themselves stay on disk and in the manifests, so lowering the bar reruns only th
 Normalisation (:func:`normalize_words`) follows the spirit of Whisper's own English text
 normaliser (OpenAI, ``whisper/normalizers/english.py``), reduced to what the captions need:
 lower case, punctuation dropped (:func:`avprobe.analysis.retrieval.normalize_text`), digits
-0–20 written as words ("1" → "one"), and American spellings mapped to the British ones the
-captions use ("center" → "centre", "gray" → "grey", "color" → "colour"). A recogniser is not
+0–20 written as words ("1" → "one"), a few contractions spelled out ("there's" → "there is"),
+and American spellings mapped to the British ones the captions use ("center" → "centre",
+"gray" → "grey", "color" → "colour"). A recogniser is not
 penalised for writing the same word another way.
 """
 
@@ -86,9 +87,15 @@ ONSET_SPELLINGS = {
 _LETTERS = re.compile(r"[^a-z]")
 
 
+#: Contractions Whisper writes for what the captions spell out ("There's one star").
+CONTRACTIONS = {"there's": "there is", "it's": "it is", "that's": "that is", "here's": "here is",
+                "what's": "what is", "there're": "there are", "they're": "they are"}
+
+
 def normalize_words(text: str) -> list[str]:
     """Caption or transcript → comparable words (see the module docstring)."""
-    return [WORD_MAP.get(w, w) for w in normalize_text(text).split()]
+    words = " ".join(CONTRACTIONS.get(w, w) for w in normalize_text(text).split())
+    return [WORD_MAP.get(w, w) for w in words.split()]
 
 
 def letters(text: str) -> str:
