@@ -167,11 +167,12 @@ def summarize(
 
     voices = _read(tables.get("speech_qc", []))
     if not voices.empty:
-        lines += ["## Speech QC: is each voice understood? (Whisper base; avprobe.stimuli.intelligibility)", "",
+        lines += ["## Speech QC: is each voice understood? (a real recogniser, Whisper base by default)", "",
                   "Caption WER per voice (corpus WER over the voice's transcribed captions), the mean "
                   "character error rate of pseudoword transcripts against their spelling, and the share "
-                  "of pseudowords whose first consonant is heard. Per clip: "
-                  "`results/tables/speech_qc/clips.parquet`.", ""]
+                  "of pseudowords whose first consonant is heard. The counts are the clips transcribed: by "
+                  "default a seeded sample per voice (`stimuli.tts.qc`), so small counts mean rough numbers. "
+                  "Per clip: `results/tables/speech_qc/clips.parquet`.", ""]
         rows = [[str(r["voice"]), f"{r['engine']} {r['engine_voice']}", str(int(r["n_captions"])),
                  _fmt(r["caption_wer"]), str(int(r["n_pseudowords"])), _fmt(r["pseudoword_cer"]),
                  _fmt(r["onset_survival"], 2), str(r["reason"]) if r["excluded"] else "no"]
