@@ -17,7 +17,7 @@ def _voices(tts_cfg: dict) -> dict[str, dict]:
     for v in tts_cfg.get("voices", []):
         out.setdefault(v["engine"], dict(v))
     if "espeak" in ENGINES:
-        out.setdefault("espeak", {"id": "us_m1", "engine": "espeak", "voice": "en-us", "variant": "m1"})
+        out.setdefault("espeak", {"id": "us_m6", "engine": "espeak", "voice": "en-us", "variant": "m6", "rate": 150})
     if "piper" in ENGINES:
         out.setdefault("piper", {"id": "joe", "engine": "piper", "voice": "en_US-joe-medium"})
     return {e: v for e, v in out.items() if e in ENGINES}

@@ -38,6 +38,7 @@ BENCHMARKS = {
     "parquet": "bench_parquet",
     "scaling": "bench_scaling",
     "tts": "bench_tts",
+    "asr": "bench_asr",
     "workflow": "bench_workflow",
 }
 

@@ -151,6 +151,7 @@ rule summary:
         retrieval=retrieval_tables(),
         dense=dense_tables(),
         rejected=rejected_tables(),
+        speech_qc=[SPEECH_QC["voices"]] if QC_CFG.get("enabled", True) else [],
     output:
         markdown=report(
             "results/tables/summary.md",

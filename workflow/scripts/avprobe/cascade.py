@@ -1,7 +1,8 @@
 """The speech → ASR → text-tower cascade of seed 003 (BrewCLIP): transcribing a spoken set.
 
 :func:`transcribe_set` runs a Whisper recogniser (:class:`avprobe.models.asr.WhisperASR`) over
-every clip of a spoken caption set (``captions``) and writes a *text* set (``caption_asr``,
+every clip of a spoken caption set (``captions``) (or, with ``asr.backend: ctranslate2``, the
+same checkpoint converted to CTranslate2: :mod:`avprobe.models.ct2_whisper`) and writes a *text* set (``caption_asr``,
 see :data:`avprobe.sets.ASR_SETS`) whose manifest has, per clip:
 
 | column | |
@@ -56,12 +57,21 @@ def transcribe_set(
     model_dir: str | os.PathLike | None = None,
     device: str = "auto",
     threads: int = 1,
+    backend: str = "transformers",
+    ct2_dir: str | os.PathLike | None = None,
+    ct2_cfg: Mapping | None = None,
 ) -> pd.DataFrame:
-    """Transcribe every clip of a spoken set; write (and return) the transcript manifest."""
+    """Transcribe every clip of a spoken set; write (and return) the transcript manifest.
+
+    ``backend`` ``transformers`` decodes with :class:`avprobe.models.asr.WhisperASR`
+    (``generate``); ``ctranslate2`` with :class:`avprobe.models.ct2_whisper.CT2Whisper` on
+    ``ct2_dir``, the same checkpoint converted (rule ``convert_asr_model``), with the settings
+    ``ct2_cfg`` (config ``asr.ctranslate2``). The model's ``max_new_tokens``, ``batch_size`` and
+    ``language`` apply to both.
+    """
     from tqdm.auto import tqdm
 
     from .extract import load_audio
-    from .models.asr import WhisperASR
 
     limit_threads(threads)
     df = io.read_manifest(manifest_path).reset_index(drop=True)
@@ -69,13 +79,29 @@ def transcribe_set(
     if "path" not in df.columns or reference is None:
         raise ValueError(f"{manifest_path}: a spoken set's manifest needs a 'path' column and what was "
                          f"said (one of {list(REFERENCE_SOURCES)})")
-    asr = WhisperASR(spec, model_dir, device=device, name=model_name)
-    limit_threads(threads)  # torch is imported now
-    meta = asr.provenance()
     batch = max(int(spec.get("batch_size") or 8), 1)
-    log.info("transcribing %d clips of %s with %s (%s, %s) on %s, batch %d, max %d new tokens",
-             len(df), manifest_path, model_name, meta["kind"], asr.source, asr.device,
-             batch, asr.max_new_tokens)
+    if backend == "ctranslate2":
+        from .models.ct2_whisper import CT2Whisper
+
+        if ct2_dir is None:
+            raise ValueError("asr.backend ctranslate2 needs the converted model folder (ct2_dir)")
+        settings = {**dict(ct2_cfg or {}), "batch_size": batch, "language": spec.get("language"),
+                    "max_new_tokens": int(spec.get("max_new_tokens", 128))}
+        asr = CT2Whisper.from_config(ct2_dir, settings, threads=threads)
+        meta = {"asr_model": model_name, "kind": spec.get("kind") or "pretrained", **asr.provenance()}
+        log.info("transcribing %d clips of %s with %s (%s) through CTranslate2 (%s), batch %d, max %d new tokens",
+                 len(df), manifest_path, model_name, meta["kind"], ct2_dir, batch, asr.max_new_tokens)
+    elif backend == "transformers":
+        from .models.asr import WhisperASR
+
+        asr = WhisperASR(spec, model_dir, device=device, name=model_name)
+        limit_threads(threads)  # torch is imported now
+        meta = asr.provenance()
+        log.info("transcribing %d clips of %s with %s (%s, %s) on %s, batch %d, max %d new tokens",
+                 len(df), manifest_path, model_name, meta["kind"], asr.source, asr.device,
+                 batch, asr.max_new_tokens)
+    else:
+        raise ValueError(f"asr.backend must be transformers or ctranslate2, not {backend!r}")
     texts: list[str] = []
     start = time.perf_counter()
     bar = tqdm(total=len(df), desc=f"{model_name}/asr", unit="clip", file=sys.stderr,

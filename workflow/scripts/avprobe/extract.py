@@ -131,6 +131,7 @@ def extract_embeddings(
     shard: tuple[int, int] | None = None,
     max_audio_seconds: float | None = MAX_AUDIO_SECONDS,
     min_image_size: int | None = MIN_IMAGE_SIZE,
+    excluded_voices: Mapping[str, str] | None = None,
 ) -> dict:
     """Embed every stimulus of ``set_name`` with ``model_name``; write ``out_path``.
 
@@ -144,6 +145,9 @@ def extract_embeddings(
     and listed with the reason in ``rejected_path`` (always written when given), or, with
     ``on_bad_input="fail"``, the job stops naming them. Multichannel clips are averaged by
     default here; the workflow passes the config's ``multichannel_audio`` (default quarantine).
+    ``excluded_voices`` (``{voice: reason}``, from the speech QC's voice table when
+    ``stimuli.tts.qc.max_wer`` is set) quarantines every row of those voices too, check
+    ``voice_qc`` (:func:`avprobe.stimuli.intelligibility.quarantine_voices`).
 
     Audio longer than the model's input window (:meth:`Adapter.input_window_samples`) is
     truncated to its first window or chunked and pooled (``spec['long_inputs']``); the job log
@@ -188,6 +192,16 @@ def extract_embeddings(
     df, rejected = screen_stimuli(df, modality, manifest_path, on_bad_input=on_bad_input,
                                   multichannel_audio=multichannel_audio, what=what,
                                   max_audio_seconds=max_audio_seconds, min_image_size=min_image_size)
+    if excluded_voices:
+        import pandas as pd
+
+        from .stimuli.intelligibility import quarantine_voices
+
+        df, by_voice = quarantine_voices(df, excluded_voices, manifest_path)
+        rejected = pd.concat([rejected, by_voice], ignore_index=True) if len(by_voice) else rejected
+        if df.empty:
+            raise ValueError(f"{set_name}: every stimulus is spoken by a voice the speech QC excluded "
+                             f"({sorted(excluded_voices)}); raise stimuli.tts.qc.max_wer or change the voices")
 
     adapter = load_model(model_name, spec, model_dir=model_dir, device=device)
     limit_threads(threads)  # torch is imported now

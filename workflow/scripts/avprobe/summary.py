@@ -202,6 +202,21 @@ def summarize(
         for _, r in wer.drop_duplicates("name").iterrows():
             lines += [f"Word error rate of the transcripts ({r['name']}): {_fmt(100 * r['value'], 1)}%", ""]
 
+    voices = _read(tables.get("speech_qc", []))
+    if not voices.empty:
+        lines += ["## Speech QC: is each voice understood? (a real recogniser, Whisper base by default)", "",
+                  "Caption WER per voice (corpus WER over the voice's transcribed captions), the mean "
+                  "character error rate of pseudoword transcripts against their spelling, and the share "
+                  "of pseudowords whose first consonant is heard. The counts are the clips transcribed: by "
+                  "default a seeded sample per voice (`stimuli.tts.qc`), so small counts mean rough numbers. "
+                  "Per clip: `results/tables/speech_qc/clips.parquet`.", ""]
+        rows = [[str(r["voice"]), f"{r['engine']} {r['engine_voice']}", str(int(r["n_captions"])),
+                 _fmt(r["caption_wer"]), str(int(r["n_pseudowords"])), _fmt(r["pseudoword_cer"]),
+                 _fmt(r["onset_survival"], 2), str(r["reason"]) if r["excluded"] else "no"]
+                for _, r in voices.iterrows()]
+        lines += _markdown_table(["voice", "engine", "captions", "caption WER", "pseudowords",
+                                  "pseudoword CER", "onset kept", "excluded"], rows) + [""]
+
     rejected = _read_rejected(tables.get("rejected", []))
     lines += ["## Quarantined stimuli", ""]
     if rejected.empty:

@@ -12,4 +12,6 @@
   listeners' ratings schema
 - :mod:`.corpora`: real corpora (Flickr8k Audio Captions, SpokenCOCO) as ``<corpus>_*`` sets
 - :mod:`.qc`: the per-clip QC table (``qc.parquet``) of every audio set
+- :mod:`.intelligibility`: speech QC with a real recogniser (Whisper base via CTranslate2):
+  caption WER, pseudoword CER and onset survival per clip and per voice; the voice bar
 """

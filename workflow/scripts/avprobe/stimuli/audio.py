@@ -1,8 +1,22 @@
 """Post-processing shared by every synthesised clip, whatever the engine.
 
-All speech goes through :func:`postprocess`: resample to the study rate, trim silence,
+All speech goes through :func:`postprocess`: resample to the study rate, trim silence (keeping
+a margin of quiet before the first and after the last sound), fade both ends in and out, and
 normalise loudness. Engines differ in rate, padding and level; after this step a clip's
 duration and loudness say something about the word, not about the engine.
+
+Onsets are what sound symbolism lives in (the /b/ of *bouba*, the /k/ of *kiki*), so trimming
+must never cut into them. Three rules guarantee that, and ``tests/test_stimuli.py`` checks
+them on synthetic words with known bursts:
+
+* the silence threshold is low (−50 dB re the clip's peak, on single samples: a 2 ms burst or
+  the low murmur of a voiced closure counts as sound, not as silence);
+* ``trim_margin_ms`` of signal (or of zeros, when the engine gave less) is kept before the first
+  and after the last sample above it;
+* the fades (``fade_ms``, raised cosine, first and last sample exactly 0, so no click) lie
+  inside those margins, which must be at least as long: they only ever touch the quiet part.
+
+Loudness normalisation is one gain for the whole clip, so it cannot remove a burst either.
 """
 
 from __future__ import annotations
@@ -28,9 +42,14 @@ class Postprocessing:
     sample_rate: int = 16000
     target_rms_dbfs: float = -20.0
     #: Samples quieter than this, relative to the clip's peak, count as silence at the ends.
-    trim_threshold_db: float = -40.0
-    #: Kept before the first and after the last loud sample, so onsets are not clipped.
-    trim_margin_ms: float = 20.0
+    #: Low enough that a weak release burst or voicing murmur before a vowel counts as sound.
+    trim_threshold_db: float = -50.0
+    #: Kept (zero-padded if the engine gave less) before the first and after the last sample
+    #: above the threshold, so onsets and releases are never clipped.
+    trim_margin_ms: float = 50.0
+    #: Raised-cosine fade-in and fade-out at the ends, inside the margins (so ≤ trim_margin_ms):
+    #: the clip starts and ends on 0 and never clicks.
+    fade_ms: float = 10.0
     #: The loudness gain never lifts the peak above this level.
     peak_limit_dbfs: float = -1.0
 
@@ -39,6 +58,11 @@ class Postprocessing:
         """Read the ``stimuli.tts`` section; keys it lacks keep their defaults."""
         keys = cls.__dataclass_fields__
         return cls(**{k: tts_cfg[k] for k in keys if k in tts_cfg})
+
+    def __post_init__(self):
+        if self.fade_ms > self.trim_margin_ms:
+            # A fade longer than the margin would attenuate the onset itself.
+            raise ValueError(f"tts.fade_ms ({self.fade_ms}) must not exceed tts.trim_margin_ms ({self.trim_margin_ms})")
 
 
 def dbfs(amplitude: float) -> float:
@@ -64,12 +88,15 @@ def resample(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
 
 
 def trim_silence(
-    x: np.ndarray, sample_rate: int, threshold_db: float = -40.0, margin_ms: float = 20.0
+    x: np.ndarray, sample_rate: int, threshold_db: float = -40.0, margin_ms: float = 20.0, pad: bool = False
 ) -> np.ndarray:
     """Cut leading and trailing samples quieter than ``threshold_db`` below the peak.
 
     The threshold is relative to the peak so that it works at any level; ``margin_ms`` of
-    the quiet part is kept at each end so that soft onsets (h, s) survive.
+    the quiet part is kept at each end so that soft onsets (h, s) survive. With ``pad``, an
+    end with less than ``margin_ms`` of quiet gets zeros added up to the margin, so a sound at
+    the very first or last sample still gets its margin (and room for a fade).
+    Input and output: 1-D float arrays; an all-zero input gives an empty array.
     """
     peak = float(np.max(np.abs(x))) if x.size else 0.0
     if peak == 0.0:
@@ -78,7 +105,30 @@ def trim_silence(
     margin = int(round(margin_ms * sample_rate / 1000.0))
     start = max(int(loud[0]) - margin, 0)
     stop = min(int(loud[-1]) + 1 + margin, x.size)
-    return x[start:stop].copy()
+    out = x[start:stop].copy()
+    if pad:
+        lead = margin - (int(loud[0]) - start)
+        tail = margin - (stop - 1 - int(loud[-1]))
+        if lead > 0 or tail > 0:
+            out = np.concatenate([np.zeros(max(lead, 0), out.dtype), out, np.zeros(max(tail, 0), out.dtype)])
+    return out
+
+
+def apply_fades(x: np.ndarray, sample_rate: int, fade_ms: float) -> np.ndarray:
+    """Raised-cosine fade-in and fade-out of ``fade_ms`` each; the first and last samples
+    become exactly 0 (a clip that starts or ends on a non-zero sample clicks when played).
+    Returns a new float32 array of the same shape (1-D)."""
+    x = np.asarray(x, dtype=np.float32).copy()
+    n = min(int(round(fade_ms * sample_rate / 1000.0)), x.size // 2)
+    if n < 1:
+        if x.size:
+            x[0] = x[-1] = 0.0
+        return x
+    # 0 at the clip's edge, rising to just below 1 where the fade meets the untouched signal.
+    ramp = (0.5 - 0.5 * np.cos(np.pi * np.arange(n) / n)).astype(np.float32)
+    x[:n] *= ramp
+    x[-n:] *= ramp[::-1]
+    return x
 
 
 def normalise_loudness(
@@ -103,17 +153,20 @@ def normalise_loudness(
 
 
 def postprocess(samples: np.ndarray, native_rate: int, settings: Postprocessing) -> tuple[np.ndarray, dict]:
-    """Engine output → study clip: float32 mono at the study rate, trimmed, normalised.
+    """Engine output → study clip: float32 mono at the study rate, trimmed with margins,
+    faded in and out, normalised.
 
     Returns the clip and a dict of what was done (gain_db, peak_limited) for the manifest.
+    Raises ValueError for non-mono input or an engine that produced silence.
     """
     x = to_float32(samples)
     if x.ndim != 1:
         raise ValueError(f"expected mono samples, got shape {x.shape}")
     x = resample(x, native_rate, settings.sample_rate)
-    x = trim_silence(x, settings.sample_rate, settings.trim_threshold_db, settings.trim_margin_ms)
+    x = trim_silence(x, settings.sample_rate, settings.trim_threshold_db, settings.trim_margin_ms, pad=True)
     if x.size == 0:
         raise ValueError("the engine produced silence")
+    x = apply_fades(x, settings.sample_rate, settings.fade_ms)
     x, gain_db, limited = normalise_loudness(x, settings.target_rms_dbfs, settings.peak_limit_dbfs)
     return x, {"gain_db": gain_db, "peak_limited": limited}
 
