@@ -193,8 +193,6 @@ def extract_embeddings(
                                   multichannel_audio=multichannel_audio, what=what,
                                   max_audio_seconds=max_audio_seconds, min_image_size=min_image_size)
     if excluded_voices:
-        import pandas as pd
-
         from .stimuli.intelligibility import quarantine_voices
 
         df, by_voice = quarantine_voices(df, excluded_voices, manifest_path)
