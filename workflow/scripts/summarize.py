@@ -2,7 +2,7 @@
 
 Reads snakemake.input.{symbolism,symbolism_forms,rsa,probe,retrieval,dense} (lists of tables),
 snakemake.input.rejected (the quarantine tables of the extractions),
-snakemake.params.models, snakemake.output.markdown, snakemake.log[0].
+snakemake.params.models (and n_permutations), snakemake.output.markdown, snakemake.log[0].
 """
 
 from avprobe.runtime import job_log
@@ -14,4 +14,5 @@ with job_log(snakemake.log[0]):
                                                                   "retrieval", "dense", "rejected")},
         snakemake.params.models,
         snakemake.output.markdown,
+        n_permutations=snakemake.params.get("n_permutations"),
     )
