@@ -169,7 +169,7 @@ def summarize(
             for _, r in best.iterrows()
         ]
         lines += _markdown_table(
-            ["model", "form", "direction", "best layer (max |AUC − 0.5|)", "AUC", "95% CI",
+            ["model", "form", "direction", "best layer (max \\|AUC − 0.5\\|)", "AUC", "95% CI",
              "null 95%", "p"] + (["p (FDR)"] if fdr else []) + ["n"], rows
         ) + [""]
 
@@ -191,7 +191,7 @@ def summarize(
                             + ([_p(r.get("p_fdr"), n_permutations)] if fdr else [])
                             + [str(int(r["n"]))])
         lines += _markdown_table(
-            ["set", "model", "metric", "best layer (max |value|)", "value", "95% CI", "p (one-sided)"]
+            ["set", "model", "metric", "best layer (max \\|value\\|)", "value", "95% CI", "p (one-sided)"]
             + (["p (FDR)"] if fdr else []) + ["n"], rows
         ) + [""]
 

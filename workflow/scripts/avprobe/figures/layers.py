@@ -69,11 +69,20 @@ def place_layers(d: pd.DataFrame, layer_axis: str = "name") -> pd.DataFrame:
         for name, i in idx.items():
             if _number(name) is None:
                 before[(m, name)] = bool(i < first)
-    named = d[d["_num"].isna()]
+    # Named layers are ordered by how far each model puts them from its numbered layers
+    # (averaged over the models that have them): SpeechCLIP's weighted_sum before its joint.
+    offset = {}
+    for m, sub in d.groupby("model"):
+        nums = sub[sub["_num"].notna()]["layer_index"]
+        lo, hi = (nums.min(), nums.max()) if not nums.empty else (np.inf, -np.inf)
+        for name, i in sub.drop_duplicates("layer").set_index("layer")["layer_index"].items():
+            if _number(name) is None:
+                gap = i - hi if np.isfinite(hi) else i
+                offset.setdefault(name, []).append(i - lo if before[(m, name)] else gap)
     pre = sorted({n for (m, n), b in before.items() if b},
-                 key=lambda n: (named[named["layer"] == n]["layer_index"].mean(), str(n)))
+                 key=lambda n: (np.mean(offset[n]), str(n)))
     post = sorted({n for (m, n), b in before.items() if not b} - set(pre),
-                  key=lambda n: (named[named["layer"] == n]["layer_index"].mean(), str(n)))
+                  key=lambda n: (np.mean(offset[n]), str(n)))
     if layer_axis == "name":
         top = d["_num"].max() if d["_num"].notna().any() else -NAME_GAP
         pos = {n: -NAME_GAP - (len(pre) - 1 - i) for i, n in enumerate(pre)}
@@ -304,7 +313,7 @@ def significance_handles(label: str, nonsig_label: str = "n.s.") -> list:
 
     return [
         Line2D([], [], linestyle="none", marker="o", markersize=3.6, color="0.3",
-               label=f"{label} < .05"),
+               label=label.replace(" (H1", " < .05 (H1") if " (H1" in label else f"{label} < .05"),
         Line2D([], [], linestyle="none", marker="o", markersize=3.6, color="0.3",
                markerfacecolor="white", label=nonsig_label),
     ]

@@ -17,8 +17,10 @@ METRIC_LABEL = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy"
 #: made of the sharp or the round letter inventory, so any layer of a text model decodes the
 #: label from the letters alone (1.0 at every layer is expected, not a finding).
 SPELLED_LABEL_SETS = {
-    "pseudoword_text": "label spelled out in the letters:\nany layer decodes it (1.0 expected)",
+    "pseudoword_text": "1.0 at every layer: the label is\nspelled out in the letters",
 }
+#: A model "sits at 1.0" when every layer's value is at least this.
+CEILING = 0.99
 
 
 def probe_layers(df: pd.DataFrame, models: Mapping | None = None,
@@ -33,7 +35,8 @@ def probe_layers(df: pd.DataFrame, models: Mapping | None = None,
     Splits: ``cv`` first, then transfer splits; several probe targets (e.g. label, voice) get
     one row of panels each. A grid that would be a tall single column wraps into up to three
     panel columns (:func:`.layers.facet_layers`). Panels of a set whose label is spelled out
-    in the stimulus (:data:`SPELLED_LABEL_SETS`) say so. ``targets`` / ``sets`` keep only
+    in the stimulus (:data:`SPELLED_LABEL_SETS`) say so where a model sits at 1.0 on every
+    layer. ``targets`` / ``sets`` keep only
     those probe targets / stimulus sets (in that order); ``layer_axis``: :mod:`.layers`.
     """
     apply()
@@ -81,7 +84,10 @@ def probe_layers(df: pd.DataFrame, models: Mapping | None = None,
     set_of = dict(zip(rows["panel_row"], rows["set"]))
     for (r, c), ax in getattr(fig, "panels", {}).items():
         note = SPELLED_LABEL_SETS.get(set_of.get(r))
-        if note:
+        dd = rows[(rows["panel_row"] == r) & (rows["split"] == c)]
+        at_ceiling = [m for m, sub in dd.groupby("model")
+                      if styles[m].kind != "baseline" and (sub["value"] >= CEILING).all()]
+        if note and at_ceiling:  # said where the figure shows it, naming no model that is not
             ax.text(0.03, 0.04, note, transform=ax.transAxes, ha="left", va="bottom",
                     fontsize=5.5, color="0.3", gid=f"note:spelled:{r}:{c}")
     return fig

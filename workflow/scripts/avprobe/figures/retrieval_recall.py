@@ -112,7 +112,7 @@ def retrieval_recall(df: pd.DataFrame, models: Mapping | None = None,
                                                        nrows, row_height=1.9,
                                                        extra_height=0.45 + 0.15 * len(systems)))
     top = 0.0
-    has_chance = any_flat = False
+    has_chance = any_flat = cascade_speech = False
     for ax, direction in zip(axes.ravel(), directions):
         dd = d[d["direction"] == direction]
         # Only the systems with rows in this panel get a slot, centred on each K.
@@ -163,11 +163,9 @@ def retrieval_recall(df: pd.DataFrame, models: Mapping | None = None,
                               gid=f"chance:{direction}:R@{kk}")
                     top = max(top, y)
         ax.set_xticks(range(len(ks)), [f"R@{k}" for k in ks])
+        ax.set_title(direction)
         # In cascade mode the "speech" side is the recogniser's transcripts of the speech.
-        modes = set(dd["mode"])
-        note = ("\nspeech: spoken captions; cascade: their ASR transcripts"
-                if "cascade" in modes and "speech" in direction else "")
-        ax.set_title(direction + note, fontsize=7 if note else None)
+        cascade_speech |= "cascade" in set(dd["mode"]) and "speech" in direction
         ax.set_xlim(-0.5, len(ks) - 0.5)
     for row in axes:
         row[0].set_ylabel("recall (%)")
@@ -184,6 +182,9 @@ def retrieval_recall(df: pd.DataFrame, models: Mapping | None = None,
     if has_chance:
         handles.append(chance_handle("chance (random ranking)"))
     legend_below(fig, handles, ncol=1 if fig.get_figwidth() < 5 else 2)
+    if cascade_speech:
+        fig.suptitle("speech: the spoken captions; in cascade mode, their ASR transcripts",
+                     fontsize=7, color="0.2")
     return fig
 
 

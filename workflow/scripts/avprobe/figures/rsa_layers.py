@@ -99,22 +99,21 @@ def rsa_layers(df: pd.DataFrame, models: Mapping | None = None, partial: bool = 
     set_names = ordered(d["set"], sets or ())
 
     covariates = covariate_names(d, styles) if partial else []
-    removed = (" − " + " / ".join(c.replace(" (baseline)", "") for c in covariates)
-               if covariates else "")
 
     def title(r, c, grid):
-        head = f"{c} RDM" + (f" (partial{removed})" if partial else "")
+        # partial: the figure's title names what was regressed out, for every panel
+        head = f"{c} RDM"
         return f"{r} · {head}" if r and len(set_names) > 1 and not grid else head
 
     sig = "p (FDR)" if "p_fdr" in d and d["p_fdr"].notna().any() else "p"
     if partial:
-        sig += ", one-sided (> 0)"
-    nonsig = "n.s. (incl. any value < 0)" if partial else "n.s."
+        sig = f"one-sided {sig} (H1: > 0)"
+    nonsig = "n.s. (so is every value < 0)" if partial else "n.s."
     fig = facet_layers(d, styles, "set", "reference", tuple(references or ("label",)), ylabel,
                        title, sig_label=sig, layer_axis=layer_axis, nonsig_label=nonsig)
     if partial:
-        what = (f"RDM of {' / '.join(covariates)} regressed out of each model RDM"
-                if covariates else "covariate RDM regressed out of each model RDM")
+        what = (f"the RDM of {' / '.join(covariates)} regressed out of each model's RDM"
+                if covariates else "a covariate RDM regressed out of each model's RDM")
         fig.suptitle(f"Partial RSA: {what}", fontsize=7.5, gid="covariate")
     ceiling_bands(fig, d, tuple(references or ("label",)), styles)
     for ax in fig.axes:

@@ -21,7 +21,8 @@ NULL_COLOR = "0.88"
 #: speech filled, text hollow, cascade (speech → ASR → text) half-filled.
 FORM_FILL = {"speech": "full", "text": "none", "cascade": "bottom"}
 #: What a value above / below chance means (positive class: round).
-SIDE_TEXT = ("↑ round with round (bouba–round)", "↓ reversed (round with sharp)")
+#: Written outside the panel's right edge, beside the chance line, so no marker hides them.
+SIDE_TEXT = ("↑ round–round", "↓ reversed")
 METRIC_LABEL = {"auc": "ROC-AUC", "tau_label": "Kendall τ (label)",
                 "tau_sharpness": "Kendall τ (sharpness)", "delta_p_kb": "ΔP kiki/bouba"}
 
@@ -45,8 +46,9 @@ def symbolism_auc(df: pd.DataFrame, models: Mapping | None = None, metric: str =
     labels shuffled: the symbolism module docstring). Stars above the CIs mark the primary
     p < .05/.01/.001 (FDR-corrected ``p_fdr`` when the table has it, else ``p``; never
     ``p_item_label``, which does not test the cross-modal claim); the dash-dotted line is
-    chance (0.5 for AUC, 0 otherwise). The y axis says which side is which: above chance,
-    round items score rounder (round words with round shapes); below, the reverse.
+    chance (0.5 for AUC, 0 otherwise). Beside the chance line, outside the panel, the figure
+    says which side is which: above chance, round items score rounder (round words with round
+    shapes, "round–round"); below, the reverse.
     """
     apply()
     d = clean(df)
@@ -157,9 +159,9 @@ def symbolism_auc(df: pd.DataFrame, models: Mapping | None = None, metric: str =
         trans = ax.get_yaxis_transform()
         for text, va, dy, gid in ((SIDE_TEXT[0], "bottom", 2, "side:above"),
                                   (SIDE_TEXT[1], "top", -2, "side:below")):
-            ax.annotate(text, xy=(0.005, chance), xycoords=trans, xytext=(0, dy),
+            ax.annotate(text, xy=(1.0, chance), xycoords=trans, xytext=(3, dy),
                         textcoords="offset points", ha="left", va=va, fontsize=5.5,
-                        color="0.35", zorder=0.6, gid=gid)
+                        color="0.3", annotation_clip=False, gid=gid)
         for _, a, b in groups[:-1]:
             ax.axvline(b + 0.8, color="0.85", linewidth=0.6, zorder=0)
     span = max(hi_all) - min(lo_all) or 0.1

@@ -20,8 +20,8 @@ SCORE_COLUMNS = ("model", "layer", "direction", "form", "stimulus_id", "label", 
 
 
 #: What each direction scores, and against which anchors (the panel's subtitle).
-DIRECTION_TEXT = {"geometric": "pseudowords scored vs shape anchors",
-                  "phonetic": "shapes scored vs pseudoword anchors"}
+DIRECTION_TEXT = {"geometric": "pseudowords vs shape anchors",
+                  "phonetic": "shapes vs pseudoword anchors"}
 #: The score's unit (the y axis).
 SCORE_LABEL = "score: mean cos(round anchors)\n− mean cos(sharp anchors)"
 
