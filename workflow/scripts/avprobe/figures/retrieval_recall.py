@@ -138,7 +138,7 @@ def retrieval_recall(df: pd.DataFrame, models: Mapping | None = None,
                     flat = abs(hi - lo) < 1e-9
                     any_flat |= flat
                     ax.hlines([lo, hi], x - width * 0.25, x + width * 0.25, colors="0.1",
-                              linewidth=1.4 if flat else 0.7, zorder=3.1,
+                              linewidth=1.4 if flat else 0.7, zorder=4.5 if flat else 3.1,
                               gid=f"cap:{key[2]}:{direction}:R@{r['k']}")
                 top = max(top, r["value"], 0 if isna(r.get("ci_high")) else r["ci_high"])
         if chance and "chance" in dd and dd["chance"].notna().any():
