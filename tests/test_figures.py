@@ -1073,7 +1073,7 @@ def test_scores_share_one_y_scale_name_the_unit_and_the_layer_on_each_panel():
     assert all("layer joint" in ax.get_title() for ax in panels)
     assert "cos(round anchors)" in panels[0].get_ylabel() and "cos(sharp anchors)" in panels[0].get_ylabel()
     assert {t.get_text() for ax in panels for t in ax.texts if (t.get_gid() or "").startswith("anchors:")} == {
-        "pseudowords vs shape anchors", "shapes vs pseudoword anchors"}
+        "pseudowords vs\nshape anchors", "shapes vs\npseudoword anchors"}
     fig = plots.symbolism_scores(df, MODELS, share_y=False)
     panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
     assert len({ax.get_ylim() for ax in panels}) > 1

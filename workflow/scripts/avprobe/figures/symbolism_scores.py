@@ -20,8 +20,8 @@ SCORE_COLUMNS = ("model", "layer", "direction", "form", "stimulus_id", "label", 
 
 
 #: What each direction scores, and against which anchors (the panel's subtitle).
-DIRECTION_TEXT = {"geometric": "pseudowords vs shape anchors",
-                  "phonetic": "shapes vs pseudoword anchors"}
+DIRECTION_TEXT = {"geometric": "pseudowords vs\nshape anchors",
+                  "phonetic": "shapes vs\npseudoword anchors"}
 #: The score's unit (the y axis).
 SCORE_LABEL = "score: mean cos(round anchors)\n− mean cos(sharp anchors)"
 
@@ -121,14 +121,15 @@ def symbolism_scores(scores: pd.DataFrame, models: Mapping | None = None,
         ax.set_title(f"{wrap(s.display, 26)}\n{r} score{layer}", fontsize=7,
                      color="0.35" if s.is_control else "black")
         ax.text(0.5, 0.98, DIRECTION_TEXT.get(r, ""), transform=ax.transAxes, ha="center",
-                va="top", fontsize=5.5, color="0.35", gid=f"anchors:{m}:{r}")
-        ax.yaxis.set_tick_params(labelleft=True)
+                va="top", fontsize=5.5, color="0.35", linespacing=1.0, gid=f"anchors:{m}:{r}")
+        if not share_y:
+            ax.yaxis.set_tick_params(labelleft=True)
     for row in axes:
         row[0].set_ylabel(SCORE_LABEL)
     hide_unused(axes, len(panels))
-    if share_y:  # the zero line and a little headroom for the subtitle, on the shared scale
+    if share_y:  # headroom for the subtitle, on the shared scale
         lo, hi = axes[0, 0].get_ylim()
-        axes[0, 0].set_ylim(lo, hi + 0.08 * (hi - lo))
+        axes[0, 0].set_ylim(lo, hi + 0.18 * (hi - lo))
     handles = [Patch(facecolor=style.lighten(c, 0.25), edgecolor=c, label=lab)
                for lab, c in style.LABEL_COLORS.items()]
     legend_below(fig, handles, ncol=2,
