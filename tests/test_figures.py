@@ -1003,6 +1003,15 @@ def test_rsa_layers_relative_depth_axis_is_an_option():
     assert ax.get_xlabel() == "relative depth"
     with pytest.raises(ValueError, match="layer_axis"):
         plots.rsa_layers(df, DEPTH_MODELS, layer_axis="index")
+    # depth is relative to the tower that embedded the set: one model, a 7-layer tower for
+    # one set and a 3-layer tower for another, reaches "last" in both panels
+    two = pd.concat([rsa_table(models=("clip",), n_layers=7),
+                     rsa_table(models=("clip",), n_layers=3).assign(set="pseudowords")])
+    fig = plots.rsa_layers(two, DEPTH_MODELS, layer_axis="depth")
+    for set_name in ("pseudoword_text", "pseudowords"):
+        line = [a for a in by_gid(fig, "line:clip") if a.axes is fig.panels[(set_name, "label")]][0]
+        assert line.get_xdata()[0] == 0 and line.get_xdata()[-1] == pytest.approx(1)
+    assert len([a for a in by_gid(fig, "named-layers") if a.axes is ax]) <= 1
 
 
 def test_probe_layers_places_layers_by_name_too():

@@ -89,11 +89,14 @@ def place_layers(d: pd.DataFrame, layer_axis: str = "name") -> pd.DataFrame:
         pos.update({n: top + NAME_GAP + i for i, n in enumerate(post)})
         d["x"] = [r if r == r else pos[n] for r, n in zip(d["_num"], d["layer"])]
     else:
-        last = d[d["_num"].notna()].groupby("model")["_num"].agg(["min", "max"])
+        # Depth is relative to the tower that embedded the set: one model's audio and text
+        # towers (SpeechCLIP) have different numbers of layers.
+        keys = ["model", "set"] if "set" in d else ["model"]
+        last = d[d["_num"].notna()].groupby(keys)["_num"].agg(["min", "max"])
         xs = []
-        for m, n, r in zip(d["model"], d["layer"], d["_num"]):
+        for key, n, r in zip(d[keys].itertuples(index=False, name=None), d["layer"], d["_num"]):
             if r == r:
-                lo, hi = last.loc[m, "min"], last.loc[m, "max"]
+                lo, hi = last.loc[key if len(keys) > 1 else key[0], ["min", "max"]]
                 xs.append(0.0 if hi <= lo else (r - lo) / (hi - lo))
             elif n in pre:
                 xs.append(-DEPTH_GAP * (len(pre) - pre.index(n)))
@@ -224,18 +227,20 @@ def layer_axis(ax, dd: pd.DataFrame, styles, layer_axis: str = "name") -> bool:
     else:
         pos, labels = layer_ticks(sub.assign(layer_index=sub["x"]))
     ax.set_xticks(pos, labels)
-    if len(labels) > 5:  # only long names (e.g. "joint") turn, numbers stay level
+    if len(labels) > 5 or len(named) > 1:  # only long names (e.g. "joint") turn
         for tick in ax.get_xticklabels():
-            if len(tick.get_text()) > 3:
+            if len(tick.get_text()) > 3 and tick.get_text() not in ("first", "last"):
                 tick.set_rotation(90)
     if numbered.any() and not named.empty:
         num_x = sub[numbered]["x"]
-        for x in named["x"]:
-            edge = num_x.max() if x > num_x.max() else num_x.min() if x < num_x.min() else None
-            if edge is not None:
-                ax.axvline((x + edge) / 2 if layer_axis == "depth" else
-                           edge + (0.5 if x > edge else -0.5) * NAME_GAP,
-                           color="0.82", linewidth=0.5, zorder=0.3, gid="named-layers")
+        lo, hi = num_x.min(), num_x.max()
+        after, before = named["x"][named["x"] > hi], named["x"][named["x"] < lo]
+        # one thin line between the numbered layers and the named ones on each side
+        for edge, xs, sign in ((hi, after, 1), (lo, before, -1)):
+            if len(xs):
+                near = xs.min() if sign > 0 else xs.max()
+                ax.axvline((near + edge) / 2, color="0.82", linewidth=0.5, zorder=0.3,
+                           gid="named-layers")
     lo, hi = min(pos), max(pos)
     pad = max(0.4 if layer_axis == "name" else 0.06, 0.03 * (hi - lo))
     ax.set_xlim(lo - pad, hi + pad)
