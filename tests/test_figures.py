@@ -1219,6 +1219,7 @@ def test_summary_p_values_effect_size_either_way_and_reading_notes(tmp_path):
         assert len(cells) <= 1, block
 
 
+@pytest.mark.filterwarnings("ignore:Argument \"writer_name\":PendingDeprecationWarning")
 def test_report_opens_with_an_introduction_naming_the_controls():
     import jinja2
     import yaml
