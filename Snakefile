@@ -6,6 +6,10 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+# The report's opening page: what the study is, how to read it, which models are controls.
+report: "workflow/report/workflow.rst"
+
+
 # rules/common.smk validates the config against config/schema.yaml (defaults filled in) and
 # cross-checks it (avprobe.plan) before any job starts.
 include: "rules/common.smk"

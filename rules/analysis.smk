@@ -160,6 +160,7 @@ rule summary:
         ),
     params:
         models=MODELS,
+        n_permutations=config["analysis"]["n_permutations"],
     log:
         "logs/analysis/summary.log",
     conda:

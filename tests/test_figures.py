@@ -418,13 +418,20 @@ def test_rsa_layers_curves_bands_and_baseline_line():
     visible = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
     assert [ax.get_title() for ax in visible] == ["label RDM", "sharpness RDM"]
     clip = df[(df.model == "clip") & (df.reference == "label")].sort_values("layer_index")
+    numbered = clip[clip.layer != "joint"]
     line = [a for a in by_gid(fig, "line:clip") if a.axes.get_title() == "label RDM"][0]
-    assert np.allclose(line.get_ydata(), clip.value)
-    assert np.allclose(line.get_xdata(), clip.layer_index)
+    # the curve runs through the numbered layers, at their numbers; joint is its own point
+    assert np.allclose(line.get_ydata(), numbered.value)
+    assert np.allclose(line.get_xdata(), numbered.layer.astype(int))
     band = [a for a in by_gid(fig, "band:clip") if a.axes.get_title() == "label RDM"][0]
     ys = band.get_paths()[0].vertices[:, 1]
-    assert ys.min() == pytest.approx(clip.ci_low.min()) and ys.max() == pytest.approx(
-        clip.ci_high.max())
+    assert ys.min() == pytest.approx(numbered.ci_low.min()) and ys.max() == pytest.approx(
+        numbered.ci_high.max())
+    joint = clip[clip.layer == "joint"].iloc[0]
+    ci = [a for a in by_gid(fig, "ci:clip:joint") if a.axes is line.axes][0]
+    (x0, y0), (_, y1) = ci.get_segments()[0]
+    assert x0 > numbered.layer.astype(int).max() and (y0, y1) == pytest.approx(
+        (joint.ci_low, joint.ci_high))
     ctrl = by_gid(fig, "line:clip-untrained")[0]
     assert ctrl.get_linestyle() == "--" and style.is_grey(ctrl.get_color())
     base = [a for a in by_gid(fig, "line:logmel") if a.axes.get_title() == "label RDM"][0]
@@ -445,8 +452,9 @@ def test_rsa_partial_split_out_and_missing_partial_rows():
     part = plots.rsa_partial(df, MODELS)
     a = [x for x in by_gid(full, "line:clip") if x.axes.get_title() == "label RDM"][0]
     b = [x for x in by_gid(part, "line:clip") if x.axes.get_title().startswith("label")][0]
-    exp_a = df[(df.model == "clip") & (df.reference == "label") & ~df.partial.astype(bool)]
-    exp_b = df[(df.model == "clip") & (df.reference == "label") & df.partial.astype(bool)]
+    clip = df[(df.model == "clip") & (df.reference == "label") & (df.layer != "joint")]
+    exp_a = clip[~clip.partial.astype(bool)]
+    exp_b = clip[clip.partial.astype(bool)]
     assert np.allclose(a.get_ydata(), exp_a.sort_values("layer_index").value)
     assert np.allclose(b.get_ydata(), exp_b.sort_values("layer_index").value)
     fig = plots.rsa_partial(rsa_table(partial=False), MODELS)
@@ -734,7 +742,7 @@ def test_render_options_size_and_unknown_option(tmp_path):
 
     with Image.open(out["png"]) as img:  # bbox "tight" trims a little
         assert img.size[0] <= 3.0 * style.DPI + 2 and img.size[1] <= 2.0 * style.DPI + 2
-    with pytest.raises(ValueError, match=r"unknown option\(s\) referencs; valid: references, sets, size"):
+    with pytest.raises(ValueError, match=r"unknown option\(s\) referencs; valid: references, sets, layer_axis, size"):
         render_figure("rsa_layers", tables=[path], models=MODELS,
                       options={"referencs": ["label"]}, **out)
 
@@ -746,7 +754,7 @@ def test_render_options_size_and_unknown_option(tmp_path):
 def test_every_table_figure_draws_a_single_row(figure, table):
     df = table()
     if figure == "probe_layers":
-        one = df[df.metric == "accuracy"].head(1)
+        one = df[df.metric == "balanced_accuracy"].head(1)
     elif figure == "symbolism_auc":
         one = df[(df.metric == "auc") & (df.voice == "all")].head(1)
     else:
@@ -801,7 +809,7 @@ def test_probe_chance_column_and_targets():
     chance = sorted({round(c.get_ydata()[0], 3) for c in by_gid(fig, "chance")})
     assert chance == [round(1 / 6, 3), 0.3]
     ylabels = [ax.get_ylabel() for ax in fig.axes if ax.get_visible() and ax.get_ylabel()]
-    assert ylabels == ["pseudowords · label\nprobe accuracy", "pseudowords · voice\nprobe accuracy"]
+    assert ylabels == ["pseudowords · label\nbalanced accuracy", "pseudowords · voice\nbalanced accuracy"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -933,3 +941,304 @@ def test_symbolism_forms_groups_models_by_architecture_and_draws_differences():
     assert len(by_gid(fig, "diff:")) == 2
     assert "coordinated" in " ".join(texts(fig))
     assert "no rows" in " ".join(texts(symbolism_forms(pd.DataFrame(), MODELS)))
+
+
+# ---------------------------------------------------------------------------------------------
+# what a reviewer would object to (issue 16)
+
+DEPTH_MODELS = dict(MODELS, minilm={"display": "MiniLM", "kind": "pretrained"},
+                    pixels={"display": "pixels (baseline)", "kind": "baseline"})
+
+
+def different_depths(partial=False):
+    """MiniLM with layers 0–6 next to CLIP-tiny with 0–4 + joint (layer_index 5) and log-mel."""
+    deep = rsa_table(models=("minilm",), n_layers=7, partial=partial)
+    deep = deep[deep.layer != "joint"]
+    shallow = rsa_table(models=("clip-untrained", "logmel"), n_layers=5, partial=partial, seed=1)
+    assert shallow[shallow.layer == "joint"].layer_index.iloc[0] == 5  # the index MiniLM's 5 has
+    return pd.concat([deep, shallow], ignore_index=True)
+
+
+def _ticks(ax):
+    return {t.get_text(): t.get_position()[0] for t in ax.get_xticklabels()}
+
+
+def _xy(fig, gid, title="label RDM"):
+    out = {}
+    for a in by_gid(fig, gid):
+        if a.axes.get_title() == title and hasattr(a, "get_xdata"):
+            out.update(zip(a.get_xdata(), a.get_ydata()))
+    return out
+
+
+def test_rsa_layers_places_layers_by_name_for_models_of_different_depths():
+    df = different_depths()
+    fig = plots.rsa_layers(df, DEPTH_MODELS)
+    ax = fig.panels[("pseudoword_text", "label")]
+    ticks = _ticks(ax)
+    # every name keeps its label: 0–6 at their numbers, joint on its own tick past the deepest
+    assert [ticks[str(i)] for i in range(7)] == list(range(7))
+    assert ticks["joint"] > 6
+    mini = df[(df.model == "minilm") & (df.reference == "label")]
+    assert _xy(fig, "line:minilm") == pytest.approx(dict(zip(mini.layer.astype(int), mini.value)))
+    clip = df[(df.model == "clip-untrained") & (df.reference == "label")]
+    assert sorted(_xy(fig, "line:clip-untrained")) == [0, 1, 2, 3, 4]
+    joint = clip[clip.layer == "joint"].value.iloc[0]
+    points = {**_xy(fig, "sig:clip-untrained"), **_xy(fig, "nonsig:clip-untrained")}
+    assert points[ticks["joint"]] == pytest.approx(joint)  # CLIP's joint is not at MiniLM's 5
+    assert 5 not in points and 6 not in points
+    # no line crosses MiniLM's layers 5 and 6 on CLIP's behalf: joint hangs on a thin link
+    link = [a for a in by_gid(fig, "link:clip-untrained:joint") if a.axes is ax][0]
+    assert list(link.get_xdata()) == [4, ticks["joint"]] and link.get_linewidth() < 1
+
+
+def test_rsa_layers_relative_depth_axis_is_an_option():
+    df = different_depths()
+    fig = plots.rsa_layers(df, DEPTH_MODELS, layer_axis="depth")
+    ax = fig.panels[("pseudoword_text", "label")]
+    assert sorted(_xy(fig, "line:minilm")) == pytest.approx([i / 6 for i in range(7)])
+    assert sorted(_xy(fig, "line:clip-untrained")) == pytest.approx([i / 4 for i in range(5)])
+    ticks = _ticks(ax)
+    assert ticks["first"] == 0 and ticks["last"] == 1 and ticks["joint"] > 1
+    assert ax.get_xlabel() == "relative depth"
+    with pytest.raises(ValueError, match="layer_axis"):
+        plots.rsa_layers(df, DEPTH_MODELS, layer_axis="index")
+    # depth is relative to the tower that embedded the set: one model, a 7-layer tower for
+    # one set and a 3-layer tower for another, reaches "last" in both panels
+    two = pd.concat([rsa_table(models=("clip",), n_layers=7),
+                     rsa_table(models=("clip",), n_layers=3).assign(set="pseudowords")])
+    fig = plots.rsa_layers(two, DEPTH_MODELS, layer_axis="depth")
+    for set_name in ("pseudoword_text", "pseudowords"):
+        line = [a for a in by_gid(fig, "line:clip") if a.axes is fig.panels[(set_name, "label")]][0]
+        assert line.get_xdata()[0] == 0 and line.get_xdata()[-1] == pytest.approx(1)
+    assert len([a for a in by_gid(fig, "named-layers") if a.axes is ax]) <= 1
+
+
+def test_probe_layers_places_layers_by_name_too():
+    deep = probe_table(models=("minilm",), n_layers=7)
+    shallow = probe_table(models=("clip-untrained",), n_layers=5)
+    shallow = pd.concat([shallow, shallow[shallow.layer == "4"].assign(layer="joint", layer_index=5)])
+    fig = plots.probe_layers(pd.concat([deep, shallow]), DEPTH_MODELS)
+    ax = [a for a in fig.axes if a.get_title() == "cross-validation"][0]
+    ticks = _ticks(ax)
+    assert ticks["5"] == 5 and ticks["6"] == 6 and ticks["joint"] > 6
+
+
+def test_two_baselines_are_told_apart_by_line_style_and_marker():
+    styles = style.model_styles(DEPTH_MODELS)
+    a, b = styles["logmel"], styles["pixels"]
+    assert a.linestyle != b.linestyle and a.marker != b.marker
+    assert a.linestyle == ":"  # the first keeps the plain dotted line
+    df = different_depths()
+    df = pd.concat([df, df[df.model == "logmel"].assign(model="pixels", value=0.3)])
+    fig = plots.rsa_layers(df, DEPTH_MODELS)
+    marks = {m: [x for x in by_gid(fig, f"marks:{m}") if x.axes.get_title() == "label RDM"][0]
+             for m in ("logmel", "pixels")}
+    assert marks["logmel"].get_marker() != marks["pixels"].get_marker()
+    legend = {t.get_text(): h for t, h in zip(fig.legends[0].get_texts(),
+                                               fig.legends[0].legend_handles)}
+    assert legend["log-mel (baseline)"].get_marker() == a.marker
+    assert legend["pixels (baseline)"].get_linestyle() != legend["log-mel (baseline)"].get_linestyle()
+
+
+def test_rsa_partial_names_the_covariate_and_the_one_sided_test():
+    df = different_depths(partial=True)
+    df["covariate"] = np.where(df.partial.astype(bool), "results/embeddings/pseudoword_text/logmel.parquet", "")
+    fig = plots.rsa_partial(df, DEPTH_MODELS)
+    assert "log-mel" in fig.get_suptitle() and "regressed out" in fig.get_suptitle()
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "one-sided p (FDR) < .05 (H1: > 0)" in labels
+    assert any("< 0" in t for t in labels if "n.s." in t)
+    plain = plots.rsa_layers(df, DEPTH_MODELS)
+    assert not plain.get_suptitle() and "one-sided" not in " ".join(texts(plain))
+
+
+def test_auc_axis_says_which_side_is_round_and_text_is_hollow_whatever_forms_are_present():
+    df = symbolism_table()
+    for table in (df, df[df.form == "text"]):
+        fig = plots.symbolism_auc(table, MODELS)
+        for ax in (a for a in fig.axes if a.get_ylabel()):
+            assert "round = 1" in ax.get_ylabel()
+            above, below = ([a for a in ax.texts if a.get_gid() == g][0]
+                            for g in ("side:above", "side:below"))
+            assert "round–round" in above.get_text() and "reversed" in below.get_text()
+            assert above.xy[1] == below.xy[1] == 0.5
+        text_points = by_gid(fig, "point:clip:joint:text")
+        assert text_points and all(p.get_markerfacecolor() == "white" for p in text_points)
+        legend = {t.get_text(): h for t, h in zip(fig.legends[0].get_texts(),
+                                                   fig.legends[0].legend_handles)}
+        assert legend["text"].get_markerfacecolor() == "white"
+    fig = plots.symbolism_auc(df, MODELS)
+    speech = by_gid(fig, "point:clip:joint:speech")
+    assert all(p.get_markerfacecolor() != "white" for p in speech)
+
+
+def test_scores_share_one_y_scale_name_the_unit_and_the_layer_on_each_panel():
+    df = scores_table()
+    df.loc[df.model == "clip-untrained", "score"] *= 0.2
+    fig = plots.symbolism_scores(df, MODELS)
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert len({ax.get_ylim() for ax in panels}) == 1
+    assert all("layer joint" in ax.get_title() for ax in panels)
+    assert "cos(round anchors)" in panels[0].get_ylabel() and "cos(sharp anchors)" in panels[0].get_ylabel()
+    assert {t.get_text() for ax in panels for t in ax.texts if (t.get_gid() or "").startswith("anchors:")} == {
+        "pseudowords vs\nshape anchors", "shapes vs\npseudoword anchors"}
+    fig = plots.symbolism_scores(df, MODELS, share_y=False)
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert len({ax.get_ylim() for ax in panels}) > 1
+    assert fig.legends[0].get_title().get_text() == "y scales differ between panels"
+
+
+def test_probe_layers_a_page_grid_balanced_accuracy_and_the_spelled_label_note():
+    sets = ["pseudowords", "pseudoword_text", "shapes", "impacts", "pseudoword_asr"]
+    df = pd.concat([probe_table(models=("clip",)).assign(set=s) for s in sets])
+    df = df[df.split == "cv"]
+    # written pseudowords: the class is in the letters, so a text model decodes it everywhere
+    df.loc[(df.set == "pseudoword_text") & (df.metric != "chance"), "value"] = 1.0
+    fig = plots.probe_layers(df, MODELS)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == len(sets)
+    width, height = fig.get_size_inches()
+    assert width <= style.DOUBLE and height < 2 * width  # a grid, not a 2385 px column
+    assert max(ax.get_subplotspec().get_geometry()[1] for ax in visible) == 3
+    assert {ax.get_ylabel() for ax in visible if ax.get_ylabel()} == {"balanced accuracy"}
+    notes = [t for ax in visible for t in ax.texts if (t.get_gid() or "").startswith("note:spelled")]
+    assert len(notes) == 1 and "letters" in notes[0].get_text()
+    assert "pseudoword_text" in notes[0].axes.get_title()
+    # a model that does not sit at 1.0 (an untrained one) gets no such claim
+    df.loc[(df.set == "pseudoword_text") & (df.layer == "3"), "value"] = 0.6
+    fig = plots.probe_layers(df, MODELS)
+    assert not [t for ax in fig.axes for t in ax.texts if (t.get_gid() or "").startswith("note:")]
+
+
+def test_retrieval_bars_centred_on_each_k_in_every_panel_and_cascade_names_transcripts():
+    df = retrieval_table()
+    fig = plots.retrieval_recall(df, MODELS)
+    for ax in (a for a in fig.axes if a.get_visible() and a.get_title()):
+        direction = ax.get_title().split("\n")[0]
+        bars = [b for b in by_gid(fig, "bar:") if b.axes is ax]
+        n = df[(df.direction == direction)].name.nunique()
+        assert len(bars) == 3 * n
+        for k, centre in ((1, 0), (5, 1), (10, 2)):
+            xs = [b.get_x() + b.get_width() / 2 for b in bars if b.get_gid().endswith(f"R@{k}")]
+            assert np.mean(xs) == pytest.approx(centre)
+            assert max(xs) - min(xs) == pytest.approx((n - 1) * 0.8 / n)  # bars fill the slot
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any("cascade" in t and "ASR transcripts" in t for t in labels)
+    assert "cascade mode, their ASR transcripts" in fig.get_suptitle()
+    text_only = df[df["mode"] == "text"]
+    assert not plots.retrieval_recall(text_only, MODELS).get_suptitle()
+
+
+def test_retrieval_ci_drawn_in_every_panel_for_every_bar_even_of_zero_width():
+    df = retrieval_table()
+    # the tiny run's cascade image→speech: an untrained recogniser writes identical
+    # transcripts, every query ties, and the bootstrap CI has zero width
+    flat = (df["name"] == "clip_cascade") & (df.direction == "image→speech")
+    df.loc[flat, "ci_low"] = df.loc[flat, "value"]
+    df.loc[flat, "ci_high"] = df.loc[flat, "value"]
+    fig = plots.retrieval_recall(df, MODELS)
+    bars = {b.get_gid()[4:] for b in by_gid(fig, "bar:")}
+    assert bars == {c.get_gid()[3:] for c in by_gid(fig, "ci:")}
+    caps = {c.get_gid()[4:]: c for c in by_gid(fig, "cap:")}
+    assert set(caps) == bars
+    for k in (1, 5, 10):
+        cap = caps[f"clip_cascade:image→speech:R@{k}"]
+        ys = {round(seg[0][1], 6) for seg in cap.get_segments()}
+        assert len(ys) == 1 and cap.get_linewidth()[0] > 1  # one thick tick at the value
+    labels = " ".join(t.get_text() for t in fig.legends[0].get_texts())
+    assert "zero width" in labels
+
+
+def _dense_example(model="clip", seed=0):
+    rng = np.random.default_rng(seed)
+    shapes = np.full((3, 32, 32, 3), 255, np.uint8)
+    shapes[:, 8:24, 8:24] = [200, 30, 30]
+    scenes = np.full((2, 32, 32, 3), 240, np.uint8)
+    masks = np.zeros((3, 32, 32), bool)
+    masks[:, 2:12, 2:12] = True
+    return dict(model=np.array(model), query_form=np.array("text"), query_unit=np.array("phrase"),
+                word_form=np.array("text"), word_text=np.array(["kiki", "bouba"]),
+                shape_ids=np.array(["a", "b", "c"]), shape_labels=np.array(["sharp", "round", "round"]),
+                shape_images=shapes, word_maps=rng.normal(0.2, 0.05, (2, 3, 4, 4)).astype(np.float32),
+                scene_ids=np.array(["s0", "s1"]), scene_images=scenes, query_image=np.array([0, 0, 1]),
+                query_text=np.array(["a blue square", "x", "y"]),
+                query_maps=rng.normal(0.3, 0.05, (3, 4, 4)), query_masks=masks,
+                query_hit=np.array([1.0, 0.0, 1.0]), query_auc=np.array([0.9, 0.4, 0.7]))
+
+
+def test_dense_maps_beside_untouched_images_on_one_colour_scale_per_model():
+    from avprobe.figures.dense_heatmaps import dense_heatmaps
+
+    e = _dense_example()
+    fig = dense_heatmaps([e, _dense_example("clip-untrained", 1)], MODELS)
+    maps = [a for a in fig.findobj() if (a.get_gid() or "").startswith("map:clip:")]
+    images = [a for a in fig.findobj() if (a.get_gid() or "").startswith("image:clip:")]
+    assert len(maps) == 2 * 3 + 2 and len(images) == 3 + 2
+    # the stimulus is drawn alone, never under a map: no axes holds both
+    assert not {a.axes for a in maps} & {a.axes for a in images}
+    assert all(a.get_alpha() in (None, 1.0) for a in maps)
+    shown = np.concatenate([e["word_maps"].ravel(), e["query_maps"][[0, 2]].ravel()])
+    assert all(a.get_clim() == pytest.approx((shown.min(), shown.max())) for a in maps)
+    bar = [a for a in fig.findobj() if getattr(a, "get_gid", lambda: None)() == "colorbar:clip"][0]
+    assert "cosine similarity" in bar.get_ylabel()
+    # options: per-map min–max, and the old blend over the image
+    fig = dense_heatmaps([e], MODELS, shared_scale=False, overlay=True)
+    maps = [a for a in fig.findobj() if (a.get_gid() or "").startswith("map:clip:")]
+    assert {a.get_clim() for a in maps} == {(0, 1)}
+    assert all(len(a.axes.get_images()) == 2 for a in maps)
+
+
+def test_summary_p_values_effect_size_either_way_and_reading_notes(tmp_path):
+    from avprobe.summary import _p, best_rows, summarize
+
+    assert _p(1 / 1001, 1000) == "< .001" and _p(0.0004) == "< .001"
+    assert _p(0.049) == ".049" and _p(np.nan) == "—"
+    assert _p(0.01, 99) == "≤ .010 (floor)"
+    rows = pd.DataFrame(dict(model="m", form="speech", direction="geometric", metric="auc",
+                             layer=["1", "2", "3"], value=[0.62, 0.18, 0.5]))
+    assert best_rows(rows, "auc", ["model"], chance=0.5).layer.tolist() == ["2"]
+    sym = symbolism_table()
+    sym["p_fdr"] = sym["p"]
+    sym.loc[(sym.model == "clip-untrained") & (sym.layer == "11") & (sym.metric == "auc"), "value"] = 0.1
+    paths = {}
+    for key, table in (("symbolism", sym), ("retrieval", retrieval_table())):
+        paths[key] = [str(tmp_path / f"{key}.parquet")]
+        table.to_parquet(paths[key][0])
+    md = summarize(paths, MODELS, tmp_path / "summary.md", n_permutations=1000)
+    assert "0.0010" not in md and "< .001" in md
+    assert "uncorrected" in md and "p (FDR)" in md and "Benjamini–Hochberg" in md
+    assert "bootstrap" in md and "permutation" in md and ".049" in md
+    assert "0.100 (reversed)" in md  # the reversed effect is the best layer, not hidden
+    assert "differs between directions" in md and "ASR transcripts" in md
+    import re
+
+    for block in md.split("\n\n"):  # every table row has as many cells as its header
+        rows = [r for r in block.splitlines() if r.startswith("|")]
+        cells = {len(re.split(r"(?<!\\)\|", r)) for r in rows}
+        assert len(cells) <= 1, block
+
+
+@pytest.mark.filterwarnings("ignore:Argument \"writer_name\":PendingDeprecationWarning")
+def test_report_opens_with_an_introduction_naming_the_controls():
+    import jinja2
+    import yaml
+    from docutils.core import publish_parts
+
+    snakefile = (ROOT / "Snakefile").read_text()
+    assert 'report: "workflow/report/workflow.rst"' in snakefile
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    text = (ROOT / "workflow" / "report" / "workflow.rst").read_text()
+    rendered = jinja2.Template(text).render(snakemake=types.SimpleNamespace(config=config))
+    html = publish_parts(rendered, writer_name="html", settings_overrides={"report_level": 2})["html_body"]
+    assert "system-message" not in html
+    for name, spec in config["models"].items():
+        assert (spec.get("kind", "pretrained") != "pretrained") == (f">{name}<" in html), name
+    assert "How to read this report" in html and "untrained" in html
+    # every caption renders cleanly too (a stray |x| is an undefined rst substitution)
+    for path in sorted((ROOT / "workflow" / "report").glob("*.rst")):
+        rendered = jinja2.Template(path.read_text()).render(
+            snakemake=types.SimpleNamespace(config=config))
+        html = publish_parts(rendered, writer_name="html",
+                             settings_overrides={"report_level": 2, "halt_level": 5})["html_body"]
+        assert "system-message" not in html, path.name

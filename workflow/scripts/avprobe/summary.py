@@ -50,19 +50,43 @@ def _null(row: pd.Series) -> str:
     return f"[{row['null_low']:.3f}, {row['null_high']:.3f}]"
 
 
+def _p(value, n_permutations: int | None = None) -> str:
+    """A p value as a paper writes it: ``< .001`` below .001, ``≤ .010 (floor)`` at the
+    smallest value a permutation test of ``n_permutations`` shuffles can give (1/(N+1)),
+    else three decimals without the leading zero (``.049``)."""
+    if value is None or pd.isna(value):
+        return "—"
+    value = float(value)
+    if n_permutations:
+        floor = 1.0 / (int(n_permutations) + 1)
+        if floor >= 0.001 and value <= floor * (1 + 1e-9):
+            return f"≤ {floor:.3f} (floor)".replace("0.", ".", 1)
+    if value < 0.001:
+        return "< .001"
+    return f"{value:.3f}".replace("0.", ".", 1)
+
+
+def _has_fdr(df: pd.DataFrame) -> bool:
+    return "p_fdr" in df and df["p_fdr"].notna().any()
+
+
 def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return lines
 
 
-def best_rows(df: pd.DataFrame, metric: str, by: list[str]) -> pd.DataFrame:
-    """For each group, the layer with the highest value of ``metric``."""
-    sub = df[df["metric"] == metric]
+def best_rows(df: pd.DataFrame, metric: str, by: list[str], chance: float | None = None
+              ) -> pd.DataFrame:
+    """For each group, the layer with the largest effect of ``metric``: the largest
+    ``|value − chance|`` (an effect either way: an AUC of 0.2 is a stronger, reversed effect
+    than one of 0.7), or the highest value when ``chance`` is None."""
+    sub = df[(df["metric"] == metric) & df["value"].notna()]
     if sub.empty:
         return sub
-    idx = sub.groupby(by, dropna=False)["value"].idxmax()
-    return sub.loc[idx].sort_values(by)
+    size = sub["value"] if chance is None else (sub["value"] - chance).abs()
+    idx = size.groupby([sub[b] for b in by], dropna=False).idxmax()
+    return sub.loc[idx.to_numpy()].sort_values(by)
 
 
 def shared_space_layer(rows: pd.DataFrame) -> str:
@@ -86,13 +110,34 @@ def forms_section(df: pd.DataFrame, models: Mapping[str, dict]) -> list[str]:
                                    rows) + [""]
 
 
+#: Said once, at the top: how to read p next to a CI.
+READING_NOTE = (
+    "How to read the tables: *p* is a one-sided permutation p-value (probe accuracy: a binomial "
+    "test), **uncorrected**; *p (FDR)*, where a table has it, is Benjamini–Hochberg-adjusted across "
+    "that analysis's layers (and directions, forms and voices for sound symbolism). "
+    "The 95% CI is a bootstrap over items around the observed value. They are different "
+    "procedures — the p tests against a shuffled null, the CI describes resampling "
+    "variability — so near the threshold they can disagree (e.g. p = .049 with a CI that "
+    "touches chance, or the reverse); neither is wrong. p below .001 is written `< .001`; a "
+    "permutation p cannot fall below 1/(N+1) for N shuffles, written `≤ … (floor)` when the "
+    "floor is at or above .001. *Best layer* is the layer with the largest effect either way: "
+    "the largest |value − chance| (chance 0.5 for AUC, 0 for RSA), so a strong reversed effect "
+    "is not hidden by a weak one in the expected direction; for probes, the highest accuracy "
+    "(an accuracy below chance is not an effect)."
+)
+
+
 def summarize(
     tables: Mapping[str, Iterable[str]],
     models: Mapping[str, dict],
     out_path: str | os.PathLike,
+    n_permutations: int | None = None,
 ) -> str:
-    """Write a markdown digest: best layer per model for each analysis, with CI and p."""
-    lines = ["# avprobe results summary", ""]
+    """Write a markdown digest: best layer per model for each analysis, with CI and p.
+
+    ``n_permutations``: the permutation tests' N (``analysis.n_permutations``), so a p at the
+    test's floor 1/(N+1) is written as that floor."""
+    lines = ["# avprobe results summary", "", READING_NOTE, ""]
     kinds = sorted({spec.get("kind", "pretrained") for spec in models.values()})
     if "untrained" in kinds:
         lines += [
@@ -114,14 +159,18 @@ def summarize(
             "",
         ]
         sym = sym[sym.get("voice", "all").astype(str) == "all"] if "voice" in sym else sym
-        best = best_rows(sym, "auc", ["model", "form", "direction"])
+        best = best_rows(sym, "auc", ["model", "form", "direction"], chance=0.5)
+        fdr = _has_fdr(sym)
         rows = [
             [_display(models, r["model"]), str(r.get("form", "")), str(r.get("direction", "")),
-             str(r["layer"]), _fmt(r["value"]), _ci(r), _null(r), _fmt(r["p"], 4), str(int(r["n"]))]
+             str(r["layer"]), _fmt(r["value"]) + (" (reversed)" if r["value"] < 0.5 else ""),
+             _ci(r), _null(r), _p(r["p"], n_permutations)]
+            + ([_p(r.get("p_fdr"), n_permutations)] if fdr else []) + [str(int(r["n"]))]
             for _, r in best.iterrows()
         ]
         lines += _markdown_table(
-            ["model", "form", "direction", "best layer", "AUC", "95% CI", "null 95%", "p", "n"], rows
+            ["model", "form", "direction", "best layer (max \\|AUC − 0.5\\|)", "AUC", "95% CI",
+             "null 95%", "p"] + (["p (FDR)"] if fdr else []) + ["n"], rows
         ) + [""]
 
     lines += forms_section(_read(tables.get("symbolism_forms", [])), models)
@@ -134,12 +183,16 @@ def summarize(
         if "partial" in df.columns:
             df = df[~df["partial"].fillna(False).astype(bool)]
         rows = []
+        fdr = _has_fdr(df)
         for metric in sorted(df["metric"].unique()):
-            for _, r in best_rows(df, metric, ["set", "model"]).iterrows():
+            for _, r in best_rows(df, metric, ["set", "model"], chance=0.0).iterrows():
                 rows.append([str(r["set"]), _display(models, r["model"]), metric, str(r["layer"]),
-                             _fmt(r["value"]), _ci(r), _fmt(r["p"], 4), str(int(r["n"]))])
+                             _fmt(r["value"]), _ci(r), _p(r["p"], n_permutations)]
+                            + ([_p(r.get("p_fdr"), n_permutations)] if fdr else [])
+                            + [str(int(r["n"]))])
         lines += _markdown_table(
-            ["set", "model", "metric", "best layer", "value", "95% CI", "p", "n"], rows
+            ["set", "model", "metric", "best layer (max \\|value\\|)", "value", "95% CI", "p (one-sided)"]
+            + (["p (FDR)"] if fdr else []) + ["n"], rows
         ) + [""]
 
     df = _read(tables.get("probe", []))
@@ -152,14 +205,20 @@ def summarize(
         if "target" not in df.columns:
             df = df.assign(target="label")
         rows = []
+        fdr = _has_fdr(df)
         for _, r in best_rows(df, "balanced_accuracy", ["set", "model", "target"]).iterrows():
             chance = r.get("chance")
             rows.append([str(r["set"]), _display(models, r["model"]), str(r["target"]), str(r["layer"]),
                          _fmt(r["value"]), _ci(r), "—" if pd.isna(chance) else _fmt(chance),
-                         _fmt(r["p"], 4), str(int(r["n"]))])
+                         _p(r["p"], n_permutations)]
+                        + ([_p(r.get("p_fdr"), n_permutations)] if fdr else []) + [str(int(r["n"]))])
         lines += _markdown_table(
-            ["set", "model", "target", "best layer", "value", "95% CI", "majority", "p", "n"], rows
+            ["set", "model", "target", "best layer", "balanced accuracy", "95% CI", "chance", "p"]
+            + (["p (FDR)"] if fdr else []) + ["n"], rows
         ) + [""]
+        if (df["set"].astype(str) == "pseudoword_text").any():
+            lines += ["Written pseudowords (`pseudoword_text`) spell their class out in their letters "
+                      "(sharp and round letter inventories), so every layer decodes it (1.0 expected).", ""]
 
     dense = _read(tables.get("dense", []))
     if not dense.empty:
@@ -173,7 +232,7 @@ def summarize(
         dense = dense.assign(query_form=dense["query_form"].fillna("text"), query_unit=dense["query_unit"].fillna("phrase"))
         rows = [[_display(models, r["model"]), f"{r['query_form']} ({r['query_unit']})", str(r["metric"]),
                  str(r.get("grid", "")), _fmt(r["value"]), _ci(r),
-                 _fmt(r.get("chance")), _fmt(r.get("chance_uniform")), _fmt(r["p"], 4), str(int(r["n"]))]
+                 _fmt(r.get("chance")), _fmt(r.get("chance_uniform")), _p(r["p"], n_permutations), str(int(r["n"]))]
                 for _, r in dense.sort_values(["model", "query_form", "query_unit", "metric"]).iterrows()]
         lines += _markdown_table(
             ["model", "query", "metric", "patches", "value", "95% CI", "chance", "no-map", "p", "queries"], rows
@@ -198,6 +257,10 @@ def summarize(
         lines += _markdown_table(
             ["model", "mode", "direction", "layer", "R@1", "R@5", "R@10", "queries"], rows
         ) + [""]
+        lines += ["*queries* differs between directions: a caption → image row queries every caption "
+                  "(several per image), an image → caption row queries every image (a hit when any of "
+                  "its captions is within k). In `cascade` mode the speech side is the ASR transcripts "
+                  "of the spoken captions (the recogniser's text), not the audio.", ""]
         wer = ret[ret["metric"] == "wer"]
         for _, r in wer.drop_duplicates("name").iterrows():
             lines += [f"Word error rate of the transcripts ({r['name']}): {_fmt(100 * r['value'], 1)}%", ""]

@@ -18,6 +18,12 @@ from .common import (
 from .style import apply, empty_figure, plt
 
 
+#: What a mode's query side really is (legend), so "speech" in cascade mode reads as the
+#: transcripts it is.
+MODE_QUERY = {"end_to_end": "spoken captions", "cascade": "ASR transcripts of the speech",
+              "text": "written captions", "fusion": "speech + transcripts"}
+
+
 def retrieval_rows(df: pd.DataFrame, layer: str | None = None) -> pd.DataFrame:
     """R@K rows, one layer per system: ``layer`` if given and present, else ``joint``, else
     the deepest layer (retrieval tables may hold every layer the two towers share)."""
@@ -105,22 +111,35 @@ def retrieval_recall(df: pd.DataFrame, models: Mapping | None = None,
                              figsize=style.figure_size(max(ncols, 1 + (len(systems) > 3)),
                                                        nrows, row_height=1.9,
                                                        extra_height=0.45 + 0.15 * len(systems)))
-    width = 0.8 / max(len(systems), 1)
     top = 0.0
-    has_chance = False
+    has_chance = any_flat = cascade_speech = False
     for ax, direction in zip(axes.ravel(), directions):
         dd = d[d["direction"] == direction]
-        for i, key in enumerate(systems):
+        # Only the systems with rows in this panel get a slot, centred on each K.
+        here = [key for key in systems
+                if ((dd["model"] == key[0]) & (dd["mode"] == key[1]) & (dd["name"] == key[2])).any()]
+        width = 0.8 / max(len(here), 1)
+        slot = {key: (i - (len(here) - 1) / 2) * width for i, key in enumerate(here)}
+        for key in here:
             s = styles[key[0]]
             sub = dd[(dd["model"] == key[0]) & (dd["mode"] == key[1]) & (dd["name"] == key[2])]
             for _, r in sub.iterrows():
-                x = ks.index(r["k"]) + (i - (len(systems) - 1) / 2) * width
+                x = ks.index(r["k"]) + slot[key]
                 hatch = mode_hatch[key]
                 ax.bar([x], [r["value"]], width=width * 0.92, color=colors[key],
                        hatch=hatch, edgecolor="0.15" if hatch else colors[key],
                        linewidth=0.4, zorder=2, gid=f"bar:{key[2]}:{direction}:R@{r['k']}")
-                ci_segments(ax, x, r.get("ci_low"), r.get("ci_high"), "0.1",
+                lo, hi = r.get("ci_low"), r.get("ci_high")
+                ci_segments(ax, x, lo, hi, "0.1",
                             gid=f"ci:{key[2]}:{direction}:R@{r['k']}", lw=0.7, zorder=3)
+                if not (isna(lo) or isna(hi)):
+                    # caps, so a CI of zero width (every query tied: e.g. identical
+                    # transcripts from an untrained recogniser) is still drawn and seen
+                    flat = abs(hi - lo) < 1e-9
+                    any_flat |= flat
+                    ax.hlines([lo, hi], x - width * 0.25, x + width * 0.25, colors="0.1",
+                              linewidth=1.4 if flat else 0.7, zorder=4.5 if flat else 3.1,
+                              gid=f"cap:{key[2]}:{direction}:R@{r['k']}")
                 top = max(top, r["value"], 0 if isna(r.get("ci_high")) else r["ci_high"])
         if chance and "chance" in dd and dd["chance"].notna().any():
             has_chance = True
@@ -131,11 +150,11 @@ def retrieval_recall(df: pd.DataFrame, models: Mapping | None = None,
                     spans = [(k, values[0], ks.index(k) - 0.45, ks.index(k) + 0.45)]
                 else:
                     spans = []
-                    for i, key in enumerate(systems):
+                    for key in here:
                         one = at_k[(at_k["name"] == key[2]) & (at_k["model"] == key[0])]
                         if one.empty:
                             continue
-                        x = ks.index(k) + (i - (len(systems) - 1) / 2) * width
+                        x = ks.index(k) + slot[key]
                         spans.append((k, float(one["chance"].iloc[0]), x - width / 2,
                                       x + width / 2))
                 for kk, y, x0, x1 in spans:
@@ -145,6 +164,8 @@ def retrieval_recall(df: pd.DataFrame, models: Mapping | None = None,
                     top = max(top, y)
         ax.set_xticks(range(len(ks)), [f"R@{k}" for k in ks])
         ax.set_title(direction)
+        # In cascade mode the "speech" side is the recogniser's transcripts of the speech.
+        cascade_speech |= "cascade" in set(dd["mode"]) and "speech" in direction
         ax.set_xlim(-0.5, len(ks) - 0.5)
     for row in axes:
         row[0].set_ylabel("recall (%)")
@@ -152,12 +173,18 @@ def retrieval_recall(df: pd.DataFrame, models: Mapping | None = None,
     hide_unused(axes, len(directions))
     handles = [Patch(facecolor=colors[k], hatch=mode_hatch[k],
                      edgecolor="0.15" if mode_hatch[k] else colors[k],
-                     label=f"{labels[k][0]} · {labels[k][1]}" if labels[k][1] else labels[k][0])
+                     label=(f"{labels[k][0]} · {labels[k][1]}" if labels[k][1] else labels[k][0])
+                     + (f" ({MODE_QUERY[k[1]]})" if k[1] in MODE_QUERY else ""))
                for k in systems]
-    handles.append(Line2D([], [], color="0.1", linewidth=0.7, label="95% CI"))
+    handles.append(Line2D([], [], color="0.1", linewidth=0.7, marker="_", markersize=5,
+                          label="95% CI (bootstrap over queries)"
+                          + ("; a lone thick cap: zero width, every query tied" if any_flat else "")))
     if has_chance:
         handles.append(chance_handle("chance (random ranking)"))
     legend_below(fig, handles, ncol=1 if fig.get_figwidth() < 5 else 2)
+    if cascade_speech:
+        fig.suptitle("speech: the spoken captions; in cascade mode, their ASR transcripts",
+                     fontsize=7, color="0.2")
     return fig
 
 

@@ -7,9 +7,9 @@ from typing import Mapping
 import pandas as pd
 
 from . import style
-from .common import (COMPARISON_LABEL, clean, grid, legend_below, ordered, read_tables, styles_for,
+from .common import (COMPARISON_LABEL, clean, legend_below, ordered, read_tables, styles_for,
                      truthy)
-from .layers import facet_layers, is_reference_line
+from .layers import facet_layers, is_reference_line, place_layers
 from .style import apply, empty_figure, plt
 
 #: Parameters of :func:`rsa_layers` that are not config options (rsa_partial sets it).
@@ -41,9 +41,27 @@ def rsa_rows(df: pd.DataFrame, partial: bool) -> pd.DataFrame:
     return d
 
 
+def covariate_names(d: pd.DataFrame, styles: Mapping) -> list[str]:
+    """Display names of the covariate models regressed out (the ``covariate`` column holds
+    the covariate's embeddings file, ``results/embeddings/<set>/<model>.parquet``)."""
+    if "covariate" not in d:
+        return []
+    from pathlib import PurePath
+
+    out = []
+    for path in d["covariate"].dropna().astype(str).unique():
+        if not path:
+            continue
+        name = PurePath(path).stem
+        display = styles[name].display if name in styles else name
+        if display not in out:
+            out.append(display)
+    return out
+
+
 def rsa_layers(df: pd.DataFrame, models: Mapping | None = None, partial: bool = False,
-               references: list[str] | None = None, sets: list[str] | None = None
-               ) -> plt.Figure:
+               references: list[str] | None = None, sets: list[str] | None = None,
+               layer_axis: str = "name") -> plt.Figure:
     """Layerwise RSA with every reference RDM (panel columns) per stimulus set (rows).
 
     Reads the RSA table: ``set, model, layer, layer_index, metric (rsa_<reference>_<cmp>),
@@ -57,6 +75,12 @@ def rsa_layers(df: pd.DataFrame, models: Mapping | None = None, partial: bool = 
     reference and may exceed it), so those panels also show ``value_raters`` as a thin dotted
     line with small hollow markers in the model's colour.
     ``references`` / ``sets`` keep only those reference RDMs / stimulus sets (in that order).
+    ``layer_axis``: ``name`` places each model's layers by name (numbers at their number,
+    ``joint`` after the deepest numbered layer of any model); ``depth`` on a relative-depth
+    axis (layer / last layer), for models of very different depths (:mod:`.layers`).
+    Partial RSA names the covariate regressed out (the ``covariate`` column: the covariate
+    model's embeddings file) in each panel title, and says that the permutation test is
+    one-sided: a negative value is n.s. even when its CI excludes 0.
     """
     apply()
     d = rsa_rows(df, partial)
@@ -68,18 +92,29 @@ def rsa_layers(df: pd.DataFrame, models: Mapping | None = None, partial: bool = 
     if d.empty:
         return empty_figure("no rows", f"no {kind} rows in the RSA tables")
     styles = styles_for(models, d)
+    d = place_layers(d, layer_axis)
     comparisons = ordered(d["comparison"])
     ylabel = ("partial " if partial else "") + "RSA (" + " / ".join(
         COMPARISON_LABEL.get(c, c) for c in comparisons) + ")"
     set_names = ordered(d["set"], sets or ())
 
+    covariates = covariate_names(d, styles) if partial else []
+
     def title(r, c, grid):
-        head = f"{c} RDM" + (" (partial)" if partial else "")
+        # partial: the figure's title names what was regressed out, for every panel
+        head = f"{c} RDM"
         return f"{r} · {head}" if r and len(set_names) > 1 and not grid else head
 
     sig = "p (FDR)" if "p_fdr" in d and d["p_fdr"].notna().any() else "p"
+    if partial:
+        sig = f"one-sided {sig} (H1: > 0)"
+    nonsig = "n.s. (so is every value < 0)" if partial else "n.s."
     fig = facet_layers(d, styles, "set", "reference", tuple(references or ("label",)), ylabel,
-                       title, sig_label=sig)
+                       title, sig_label=sig, layer_axis=layer_axis, nonsig_label=nonsig)
+    if partial:
+        what = (f"the RDM of {' / '.join(covariates)} regressed out of each model's RDM"
+                if covariates else "a covariate RDM regressed out of each model's RDM")
+        fig.suptitle(f"Partial RSA: {what}", fontsize=7.5, gid="covariate")
     ceiling_bands(fig, d, tuple(references or ("label",)), styles)
     for ax in fig.axes:
         if ax.get_visible() and ax.get_ylim()[0] < 0 < ax.get_ylim()[1]:
@@ -97,26 +132,21 @@ def ceiling_bands(fig: plt.Figure, d: pd.DataFrame, col_order: tuple, styles: Ma
     hi = pd.to_numeric(d["noise_ceiling_high"], errors="coerce")
     if not (lo.notna() & hi.notna()).any():
         return
-    rows, cols = ordered(d["set"]), ordered(d["reference"], col_order)
-    present = set(d[["set", "reference"]].drop_duplicates().itertuples(index=False, name=None))
-    if len(cols) <= 4:  # the same layout as facet_layers: a grid, else a wrapped sequence
-        where = {(r, c): i * len(cols) + j for i, r in enumerate(rows) for j, c in enumerate(cols)}
-        ncols = len(cols)
-    else:
-        panels = [(r, c) for r in rows for c in cols if (r, c) in present]
-        where = {rc: i for i, rc in enumerate(panels)}
-        ncols = grid(len(panels), 3)[1]
+    where = getattr(fig, "panels", {})  # (set, reference) → axes, laid out by facet_layers
+    ncols = max((ax.get_subplotspec().get_geometry()[1] for ax in where.values()), default=1)
+    if "x" not in d:
+        d = place_layers(d)
     drawn, raters = False, False
-    for (r, c), i in where.items():
+    for (r, c), ax in where.items():
         sel = (d["set"] == r) & (d["reference"] == c)
         pairs = {(round(a, 9), round(b, 9)) for a, b in zip(lo[sel], hi[sel]) if pd.notna(a) and pd.notna(b)}
-        if len(pairs) != 1 or i >= len(fig.axes):  # none, or several comparisons / ceilings
+        if len(pairs) != 1:  # none, or several comparisons / ceilings
             continue
         a, b = pairs.pop()
-        fig.axes[i].axhspan(a, b, color="0.88", linewidth=0, zorder=0.2, gid=f"ceiling:{r}:{c}")
+        ax.axhspan(a, b, color="0.88", linewidth=0, zorder=0.2, gid=f"ceiling:{r}:{c}")
         drawn = True
         if styles is not None:
-            raters |= rater_curves(fig.axes[i], d[sel], styles)
+            raters |= rater_curves(ax, d[sel], styles)
     if drawn and fig.legends:
         from matplotlib.lines import Line2D
         from matplotlib.patches import Patch
@@ -142,7 +172,7 @@ def rater_curves(ax, dd: pd.DataFrame, styles) -> bool:
     drawn = False
     for m in names:
         s = styles[m]
-        sub = dd[(dd["model"] == m) & dd["value_raters"].notna()].sort_values("layer_index")
+        sub = dd[(dd["model"] == m) & dd["value_raters"].notna()].sort_values("x")
         if sub.empty:
             continue
         drawn = True
@@ -150,7 +180,7 @@ def rater_curves(ax, dd: pd.DataFrame, styles) -> bool:
             for y in sub.drop_duplicates("layer")["value_raters"]:
                 ax.axhline(y, color=s.color, linestyle=":", linewidth=0.7, zorder=1.7, gid=f"raters:{m}")
             continue
-        ax.plot(sub["layer_index"].to_numpy(float), sub["value_raters"].to_numpy(float), color=s.color,
+        ax.plot(sub["x"].to_numpy(float), sub["value_raters"].to_numpy(float), color=s.color,
                 linestyle=":", linewidth=0.7, marker=s.marker, markersize=2.4, markerfacecolor="white",
                 markeredgewidth=0.6, zorder=1.9, gid=f"raters:{m}")
     return drawn

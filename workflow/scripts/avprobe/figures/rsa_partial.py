@@ -12,10 +12,12 @@ from .style import plt
 
 
 def rsa_partial(df: pd.DataFrame, models: Mapping | None = None,
-                references: list[str] | None = None, sets: list[str] | None = None
-                ) -> plt.Figure:
-    """Partial RSA (rows with ``partial`` true), drawn like :func:`rsa_layers.rsa_layers`."""
-    return rsa_layers(df, models, partial=True, references=references, sets=sets)
+                references: list[str] | None = None, sets: list[str] | None = None,
+                layer_axis: str = "name") -> plt.Figure:
+    """Partial RSA (rows with ``partial`` true), drawn like :func:`rsa_layers.rsa_layers`,
+    naming the covariate regressed out and the one-sided test."""
+    return rsa_layers(df, models, partial=True, references=references, sets=sets,
+                      layer_axis=layer_axis)
 
 
 def draw(inputs: Mapping, models: Mapping | None = None, **options) -> plt.Figure:

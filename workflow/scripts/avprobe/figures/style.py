@@ -7,7 +7,8 @@
 * Each model keeps one look across all figures (:func:`model_styles`): pretrained models get
   a colour from a colour-blind-safe palette in config order; untrained controls and baselines
   get greys, with dashed (untrained) or dotted (baseline) lines and hatched bars, so a control
-  is never mistaken for a pretrained model, even in greyscale.
+  is never mistaken for a pretrained model, even in greyscale. Two baselines differ in their
+  dot pattern and marker (:data:`BASELINE_LINESTYLES`).
 * :func:`save` writes ``<stem>.pdf`` and ``<stem>.png`` (dpi 200), each atomically.
 """
 
@@ -43,6 +44,9 @@ DPI = 200
 
 KINDS = ("pretrained", "untrained", "baseline")
 LINESTYLES = {"pretrained": "-", "untrained": "--", "baseline": ":"}
+#: Baselines are told apart from each other by their dot pattern (and their marker, drawn along
+#: their reference lines): the first dotted, the next loosely dotted, then dot-dot-gap patterns.
+BASELINE_LINESTYLES = (":", (0, (1, 3)), (0, (1, 1, 1, 4)), (0, (1, 1, 1, 1, 1, 5)))
 HATCHES = {"pretrained": "", "untrained": "////", "baseline": "...."}
 MARKERS = ("o", "s", "D", "^", "v", "P", "X", "<", ">", "h")
 
@@ -179,15 +183,20 @@ def model_styles(models: Mapping | None, extra: Iterable[str] = ()) -> dict[str,
     controls = [n for n in names if kinds[n] in ("untrained", "baseline")]
     colors = dict(zip(pretrained, _pretrained_palette(len(pretrained))))
     colors.update(zip(controls, _greys(len(controls))))
+    baselines = [n for n in names if kinds[n] == "baseline"]
     out = {}
     for i, n in enumerate(names):
         kind = kinds[n] if kinds[n] in KINDS else "pretrained"
+        linestyle = LINESTYLES[kind]
+        if kind == "baseline":
+            j = baselines.index(n)
+            linestyle = BASELINE_LINESTYLES[j % len(BASELINE_LINESTYLES)]
         out[n] = ModelStyle(
             name=n,
             display=display_name(n, specs[n]),
             kind=kind,
             color=tuple(colors[n]),
-            linestyle=LINESTYLES[kind],
+            linestyle=linestyle,
             marker=MARKERS[i % len(MARKERS)],
             hatch=HATCHES[kind],
             order=i,
@@ -211,10 +220,8 @@ def legend_handles(styles: Mapping[str, ModelStyle], names: Iterable[str], kind:
                       hatch=s.hatch, label=s.display)
             )
         else:
-            kw = s.line_kwargs()
-            if s.kind == "baseline":  # single-layer baselines are drawn as plain lines
-                kw["marker"] = None
-            handles.append(Line2D([], [], label=s.display, **kw))
+            # Baselines' reference lines carry their marker at a few points (tells two apart).
+            handles.append(Line2D([], [], label=s.display, **s.line_kwargs()))
     return handles
 
 

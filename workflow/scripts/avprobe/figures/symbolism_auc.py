@@ -17,6 +17,12 @@ from .common import (
 from .style import apply, empty_figure, plt
 
 NULL_COLOR = "0.88"
+#: How each form's markers are filled, the same in every figure whichever forms are present:
+#: speech filled, text hollow, cascade (speech → ASR → text) half-filled.
+FORM_FILL = {"speech": "full", "text": "none", "cascade": "bottom"}
+#: What a value above / below chance means (positive class: round).
+#: Written outside the panel's right edge, beside the chance line, so no marker hides them.
+SIDE_TEXT = ("↑ round–round", "↓ reversed")
 METRIC_LABEL = {"auc": "ROC-AUC", "tau_label": "Kendall τ (label)",
                 "tau_sharpness": "Kendall τ (sharpness)", "delta_p_kb": "ΔP kiki/bouba"}
 
@@ -31,7 +37,8 @@ def symbolism_auc(df: pd.DataFrame, models: Mapping | None = None, metric: str =
 
     Reads the symbolism table: ``model, layer, layer_index, metric, value, ci_low, ci_high,
     p`` (+ ``p_fdr``, ``null_low``, ``null_high``) plus ``direction`` (facets, one row each),
-    ``form`` (speech|text: filled vs hollow markers side by side) and ``voice``: the pooled
+    ``form`` (speech filled, text hollow, cascade half-filled: :data:`FORM_FILL`, fixed
+    whichever forms are present; side by side) and ``voice``: the pooled
     rows (``"all"``/missing) are the markers with CIs; with ``voices`` true, each single
     voice's value is a small pale dot to the right of its pooled marker (the spread across
     voices). Vertical lines span exactly ``[ci_low, ci_high]``; a wide pale bar behind each
@@ -39,7 +46,9 @@ def symbolism_auc(df: pd.DataFrame, models: Mapping | None = None, metric: str =
     labels shuffled: the symbolism module docstring). Stars above the CIs mark the primary
     p < .05/.01/.001 (FDR-corrected ``p_fdr`` when the table has it, else ``p``; never
     ``p_item_label``, which does not test the cross-modal claim); the dash-dotted line is
-    chance (0.5 for AUC, 0 otherwise).
+    chance (0.5 for AUC, 0 otherwise). Beside the chance line, outside the panel, the figure
+    says which side is which: above chance, round items score rounder (round words with round
+    shapes, "round–round"); below, the reverse.
     """
     apply()
     d = clean(df)
@@ -118,10 +127,9 @@ def symbolism_auc(df: pd.DataFrame, models: Mapping | None = None, metric: str =
                         hi_all.append(n_hi)
                     ci_segments(ax, xi, r.get("ci_low"), r.get("ci_high"), s.color,
                                 gid=f"ci:{m}:{r['layer']}:{form}")
-                    filled = form == forms[0]
                     ax.plot([xi], [r["value"]], linestyle="none", marker=s.marker,
                             markersize=4, markeredgewidth=0.9, color=s.color,
-                            markerfacecolor=s.color if filled else "white", zorder=3,
+                            **form_marker(form, s.color), zorder=3,
                             gid=f"point:{m}:{r['layer']}:{form}")
                     top = r.get("ci_high")
                     top = r["value"] if isna(top) else top
@@ -146,7 +154,14 @@ def symbolism_auc(df: pd.DataFrame, models: Mapping | None = None, metric: str =
                         lo_all.append(float(vals.min()))
                         hi_all.append(float(vals.max()))
         ax.set_title(f"{direction} score" if direction in DIRECTION_ORDER else direction)
-        ax.set_ylabel(METRIC_LABEL.get(metric, metric))
+        ax.set_ylabel(METRIC_LABEL.get(metric, metric) + " (round = 1)"
+                      if metric == "auc" else METRIC_LABEL.get(metric, metric))
+        trans = ax.get_yaxis_transform()
+        for text, va, dy, gid in ((SIDE_TEXT[0], "bottom", 2, "side:above"),
+                                  (SIDE_TEXT[1], "top", -2, "side:below")):
+            ax.annotate(text, xy=(1.0, chance), xycoords=trans, xytext=(3, dy),
+                        textcoords="offset points", ha="left", va=va, fontsize=5.5,
+                        color="0.3", annotation_clip=False, gid=gid)
         for _, a, b in groups[:-1]:
             ax.axvline(b + 0.8, color="0.85", linewidth=0.6, zorder=0)
     span = max(hi_all) - min(lo_all) or 0.1
@@ -184,10 +199,9 @@ def symbolism_auc(df: pd.DataFrame, models: Mapping | None = None, metric: str =
     # When the ticks name the models, the legend only needs to explain the markers.
     handles = [] if one_layer_each and len(groups) > 1 else style.legend_handles(
         styles, model_names)
-    if len(forms) > 1:
+    if len(forms) > 1 or forms != ["speech"]:  # say how each form is filled
         handles += [Line2D([], [], linestyle="none", marker="o", color="0.2",
-                           markerfacecolor="0.2" if i == 0 else "white", label=f)
-                    for i, f in enumerate(forms)]
+                           **form_marker(f, "0.2"), label=f) for f in forms]
     if any_voice:
         handles.append(Line2D([], [], linestyle="none", marker="o", markersize=2.2,
                               markeredgewidth=0, color="0.55", label="single voices"))
@@ -200,6 +214,16 @@ def symbolism_auc(df: pd.DataFrame, models: Mapping | None = None, metric: str =
                               label=f"*, **, ***: {p_name} < .05, .01, .001"))
     legend_below(fig, handles, ncol=min(len(handles), 2 if width == style.SINGLE else 4))
     return fig
+
+
+def form_marker(form: str, color) -> dict:
+    """Marker fill of a form (:data:`FORM_FILL`; other forms hollow)."""
+    fill = FORM_FILL.get(form, "none")
+    if fill == "full":
+        return {"fillstyle": "full", "markerfacecolor": color}
+    if fill == "none":
+        return {"fillstyle": "full", "markerfacecolor": "white"}
+    return {"fillstyle": fill, "markerfacecolor": color, "markerfacecoloralt": "white"}
 
 
 def draw(inputs: Mapping, models: Mapping | None = None, **options) -> plt.Figure:

@@ -19,9 +19,16 @@ from .style import apply, empty_figure, plt
 SCORE_COLUMNS = ("model", "layer", "direction", "form", "stimulus_id", "label", "score")
 
 
+#: What each direction scores, and against which anchors (the panel's subtitle).
+DIRECTION_TEXT = {"geometric": "pseudowords vs\nshape anchors",
+                  "phonetic": "shapes vs\npseudoword anchors"}
+#: The score's unit (the y axis).
+SCORE_LABEL = "score: mean cos(round anchors)\n− mean cos(sharp anchors)"
+
+
 def symbolism_scores(scores: pd.DataFrame, models: Mapping | None = None,
-                     layers: Mapping[str, str] | None = None, max_points: int = 60
-                     ) -> plt.Figure:
+                     layers: Mapping[str, str] | None = None, max_points: int = 60,
+                     share_y: bool = True) -> plt.Figure:
     """Per-item symbolism scores of sharp vs round stimuli, one panel per model × direction.
 
     Reads the per-item scores table (``results/tables/symbolism/<name>.scores.parquet``):
@@ -30,8 +37,13 @@ def symbolism_scores(scores: pd.DataFrame, models: Mapping | None = None,
     ``joint`` if present, else the deepest layer. Within a panel each form (speech, text) gets
     a pair of violins: sharp (vermillion) and round (blue), with medians as white dots.
     Violins of at most ``max_points`` items also show each item as a dot.
-    Scores follow the symbolism analysis: positive means "round" (AUC takes round as the
-    positive class), so sound symbolism lifts the round violin above the sharp one.
+    Scores follow the symbolism analysis: a score is an item's mean cosine similarity to the
+    round anchors minus its mean cosine similarity to the sharp anchors (shapes for the
+    geometric score, pseudowords for the phonetic one), so positive means "round" and sound
+    symbolism lifts the round violin above the sharp one. Every panel names its model, its
+    layer and what is scored against what. With ``share_y`` (default) all panels share one y
+    scale, so models' separations compare directly; without it each panel has its own, and
+    the figure says so.
     """
     apply()
     d = clean(scores)
@@ -57,14 +69,12 @@ def symbolism_scores(scores: pd.DataFrame, models: Mapping | None = None,
         d = pd.concat(keep)
     d["direction"] = d["direction"].astype(str)
     d["form"] = d["form"].astype(str)
-    common_layer = (str(d["layer"].iloc[0]) if "layer" in d and d["layer"].nunique() == 1
-                    else None)
     model_names = style.model_order(styles, d["model"])
     directions = ordered(d["direction"], DIRECTION_ORDER)
     panels = [(m, r) for m in model_names for r in directions
               if not d[(d["model"] == m) & (d["direction"] == r)].empty]
     nrows, ncols = grid(len(panels), 4 if len(directions) != 3 else 3)
-    fig, axes = plt.subplots(nrows, ncols, squeeze=False,
+    fig, axes = plt.subplots(nrows, ncols, squeeze=False, sharey=bool(share_y),
                              figsize=style.figure_size(ncols, nrows, row_height=1.8,
                                                        extra_height=0.35))
     for ax, (m, r) in zip(axes.ravel(), panels):
@@ -104,21 +114,26 @@ def symbolism_scores(scores: pd.DataFrame, models: Mapping | None = None,
                         gid=f"median:{m}:{r}:{form}:{label}")
         ax.set_xticks(range(len(forms)), forms)
         ax.set_xlim(-0.6, len(forms) - 0.4)
-        lo, hi = ax.get_ylim()
-        if lo < 0 < hi:
-            ax.axhline(0, color="0.75", linewidth=0.6, zorder=0)
+        ax.axhline(0, color="0.75", linewidth=0.6, zorder=0, gid=f"zero:{m}:{r}")
         layer = ""
-        if "layer" in sub and not common_layer and sub["layer"].nunique() == 1:
-            layer = f" [{sub['layer'].iloc[0]}]"
-        ax.set_title(f"{wrap(s.display + layer, 26)}\n{r} score", fontsize=7,
+        if "layer" in sub and sub["layer"].nunique() == 1:
+            layer = f" · layer {sub['layer'].iloc[0]}"
+        ax.set_title(f"{wrap(s.display, 26)}\n{r} score{layer}", fontsize=7,
                      color="0.35" if s.is_control else "black")
+        ax.text(0.5, 0.98, DIRECTION_TEXT.get(r, ""), transform=ax.transAxes, ha="center",
+                va="top", fontsize=5.5, color="0.35", linespacing=1.0, gid=f"anchors:{m}:{r}")
+        if not share_y:
+            ax.yaxis.set_tick_params(labelleft=True)
     for row in axes:
-        row[0].set_ylabel("score (higher = rounder)")
+        row[0].set_ylabel(SCORE_LABEL)
     hide_unused(axes, len(panels))
+    if share_y:  # headroom for the subtitle, on the shared scale
+        lo, hi = axes[0, 0].get_ylim()
+        axes[0, 0].set_ylim(lo, hi + 0.18 * (hi - lo))
     handles = [Patch(facecolor=style.lighten(c, 0.25), edgecolor=c, label=lab)
                for lab, c in style.LABEL_COLORS.items()]
     legend_below(fig, handles, ncol=2,
-                 title=f"scores at layer {common_layer}" if common_layer else None)
+                 title=None if share_y else "y scales differ between panels")
     return fig
 
 
