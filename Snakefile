@@ -33,6 +33,8 @@ rule list_study:
     localrule: True
     log:
         "logs/list_study.log",
+    conda:
+        "envs/analysis.yaml"
     script:
         "workflow/scripts/list_study.py"
 

@@ -86,16 +86,16 @@ def run_a_copy(run_a, tmp_path):
 @pytest.mark.parametrize(
     "override, expected",
     [
-        # unknown family: the schema names the key and lists the families
+        # unknown family: one line naming the key, the closest family and the others
         ("models: {x: {family: hf-audio, towers: [audio]}}",
-         ["'hf-audio' is not valid", "['models']['x']['family']", "'hf_audio'", "'whisper_encoder'"]),
+         ["config models.x.family: 'hf-audio' is not allowed (did you mean 'hf_audio'?)", "'whisper_encoder'"]),
         # wrong type
         ("models: {logmel: {batch_size: big}}",
-         ["'big' is not of type 'integer'", "['models']['logmel']['batch_size']"]),
+         ["config models.logmel.batch_size: 'big' is not of type 'integer'"]),
         # missing key
-        ("models: {x: {family: pixels}}", ["'towers' is a required property", "['models']['x']"]),
+        ("models: {x: {family: pixels}}", ["config models.x: 'towers' is a required property"]),
         # a new top-level switch with a wrong value
-        ("on_bad_input: skip", ["'skip' is not one of ['quarantine', 'fail']", "['on_bad_input']"]),
+        ("on_bad_input: skip", ["config on_bad_input: 'skip' is not allowed", "['quarantine', 'fail']"]),
         # unknown layer name of a baseline, and an index past its layers
         ("models: {pixels: {layers: [rgb, hue]}}",
          ["models.pixels.layers: unknown layer 'hue' for family 'pixels'", "['grey', 'rgb']"]),
