@@ -5,11 +5,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
 from avprobe import plan
+from avprobe.cluster import check_default_resources
 from avprobe.sets import ASR_SETS, CORPUS_SET_MODALITY, SET_MODALITY
 from avprobe.stimuli.corpora import check_corpus_config
 
 plan.check(config)
 check_corpus_config(config)
+if not workflow.remote_exec:
+    # a SLURM run must keep every resource of profiles/slurm (avprobe.cluster)
+    check_default_resources(workflow.resource_settings.default_resources)
 
 MODELS = config["models"]
 EXTRACTIONS = plan.extractions(config)
