@@ -6,6 +6,8 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
 from avprobe import plan
 from avprobe.cluster import check_default_resources
+from avprobe.report_check import check_final_outputs
+from avprobe.report_check import requested as final_output_commands
 from avprobe.sets import ASR_SETS, CORPUS_SET_MODALITY, SET_MODALITY
 from avprobe.stimuli.corpora import check_corpus_config
 
@@ -58,11 +60,15 @@ def local_source(source):
     return str(path if path.is_absolute() else Path(workflow.basedir) / path)
 
 
+def built_model_dir(model):
+    return f"results/models/{model}"
+
+
 def model_weights(model):
     """The built weights of an untrained control, or the prefetch record of a hub model."""
     kind = MODELS[model].get("kind", "pretrained")
     if kind == "untrained":
-        return {"model_dir_config": f"results/models/{model}/config.json"}
+        return {"model_dir": built_model_dir(model)}
     if kind == "pretrained":
         return {"prefetched": "results/models/prefetched.json"}
     return {}
@@ -202,3 +208,9 @@ def all_targets():
     targets += ["results/tables/summary.md"]
     targets += [plan.PROVENANCE]
     return targets
+
+
+# `snakemake --report` and `--touch` refuse while final outputs of this config are missing
+# (avprobe.report_check).
+for _flag in final_output_commands(sys.argv):
+    check_final_outputs(_flag, all_targets(), workflow.config_settings.configfiles)

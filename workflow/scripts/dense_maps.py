@@ -4,7 +4,7 @@ Reads
   snakemake.input.scenes              scenes manifest (objects, with colours, shapes, places)
   snakemake.input.shapes              shapes manifest (example maps of kiki/bouba)
   snakemake.input.words               words manifest (pseudoword_text | pseudowords)
-  snakemake.input.model_dir_config    OPTIONAL: config.json of a built untrained control
+  snakemake.input.model_dir           OPTIONAL: the folder of a built untrained control
   snakemake.params.model / .spec      model name and its config["models"] entry
   snakemake.params.cfg                config["analysis"]["dense"] (words, object_template, ...)
   snakemake.params.n_bootstrap / .n_permutations / .seed
@@ -27,7 +27,7 @@ with job_log(snakemake.log[0], snakemake.threads):
         snakemake.output.examples,
         model=snakemake.params.model,
         spec=dict(snakemake.params.spec),
-        model_dir=model_dir_from_config(snakemake.input.get("model_dir_config")),
+        model_dir=model_dir_from_config(snakemake.input.get("model_dir")),
         cfg=cfg,
         words_set=cfg.get("words", "pseudoword_text"),
         n_bootstrap=int(snakemake.params.n_bootstrap),

@@ -1,7 +1,7 @@
 """Transcribe a spoken caption set with a Whisper recogniser (seed 003's cascade).
 
 snakemake.input.manifest:          results/stimuli/<spoken set>/manifest.parquet (e.g. captions)
-snakemake.input.model_dir_config:  optional; config.json of a built untrained recogniser
+snakemake.input.model_dir:         optional; the folder of a built untrained recogniser
 snakemake.params.model / .spec:    the asr.model name and its config['models'] entry
 snakemake.output.manifest:         results/stimuli/<transcript set>/manifest.parquet (caption_asr)
 snakemake.threads, snakemake.log[0]
@@ -17,6 +17,6 @@ with job_log(snakemake.log[0] if snakemake.log else None, snakemake.threads):  #
         snakemake.output.manifest,  # noqa: F821
         snakemake.params.model,  # noqa: F821
         dict(snakemake.params.spec),  # noqa: F821
-        model_dir=model_dir_from_config(getattr(snakemake.input, "model_dir_config", None)),  # noqa: F821
+        model_dir=model_dir_from_config(getattr(snakemake.input, "model_dir", None)),  # noqa: F821
         threads=snakemake.threads,  # noqa: F821
     )
