@@ -9,17 +9,17 @@
 
 from __future__ import annotations
 
-import copy
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from avprobe import plan
-from workflow_cli import ROOT, SNAKEMAKE, run_snakemake
+from workflow_cli import ROOT, run_snakemake
 
 README = (ROOT / "README.md").read_text()
 SLURM_ENV = {"AVPROBE_SLURM_PARTITION": "compute", "AVPROBE_SLURM_ACCOUNT": "lab42"}
@@ -126,3 +126,191 @@ def test_a_slurm_run_that_lost_the_profiles_resources_refuses_to_start(slurm_plu
     proc = run_snakemake("-n", "--workflow-profile", "profiles/slurm", check=False)
     assert proc.returncode != 0
     assert "export AVPROBE_SLURM_PARTITION" in proc.stdout + proc.stderr
+
+
+# ---------------------------------------------------------------- the report
+
+
+def render_caption(path: Path) -> tuple[str, str]:
+    """A caption rendered as Snakemake's report does (Jinja, then docutils): (html, warnings)."""
+    import io
+
+    import jinja2
+    from docutils.core import publish_parts
+    from snakemake.utils import validate
+
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    validate(config, str(ROOT / "config" / "schema.yaml"))
+    text = jinja2.Environment(undefined=jinja2.ChainableUndefined).from_string(path.read_text()).render(
+        snakemake=type("Snakemake", (), {"config": config})()
+    )
+    stream = io.StringIO()
+    html = publish_parts(text, writer="html", settings_overrides={"warning_stream": stream, "report_level": 1})
+    return html["body"], stream.getvalue()
+
+
+CAPTIONS = sorted((ROOT / "workflow" / "report").glob("*.rst"))
+
+
+@pytest.mark.parametrize("caption", CAPTIONS, ids=lambda p: p.stem)
+def test_every_report_caption_renders_without_docutils_warnings(caption):
+    html, warnings = render_caption(caption)
+    assert not warnings, f"{caption.name}:\n{warnings}"
+    assert "problematic" not in html and "system-message" not in html
+
+
+def test_the_report_of_the_tiny_run_builds_without_docutils_warnings(tiny_run, tmp_path):
+    report = tmp_path / "report.html"
+    proc = run_snakemake("--configfile", "tiny_config.yaml", "--report", str(report), cwd=tiny_run)
+    out = proc.stdout + proc.stderr
+    for level in ("(INFO/1)", "(WARNING/2)", "(ERROR/3)", "(SEVERE/4)"):
+        assert level not in out, out[-4000:]
+    html = report.read_text(errors="replace")
+    assert "system-message" not in html and "problematic" not in html
+    assert "symbolism_auc" in html
+
+
+def test_a_report_under_a_config_whose_outputs_are_missing_refuses_naming_them(tiny_run, tmp_path):
+    report = tmp_path / "paper.html"
+    proc = run_snakemake("--report", str(report), "--configfile", "config/paper.yaml", cwd=tiny_run, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "final outputs of this config are missing" in out
+    assert "results/embeddings/" in out and "hubert-base.parquet" in out
+    assert not report.exists()
+
+
+# ---------------------------------------------------------------- cached results in a clone
+
+FIGURE = "rsa_layers"
+
+
+def git_clone(dest: Path) -> Path:
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True, capture_output=True)
+    shutil.copy2(ROOT / "tests" / "data" / "tiny_config.yaml", dest / "tiny_config.yaml")
+    return dest
+
+
+def copy_like_cp_r(src: Path, dest: Path) -> None:
+    """`cp -r`: contents copied, every file stamped with the time of its copy."""
+    shutil.copytree(src, dest, copy_function=shutil.copyfile, dirs_exist_ok=True)
+
+
+def job_stats(stdout: str) -> dict[str, int]:
+    table = stdout.split("Job stats:", 1)[1].split("\n\n", 1)[0] if "Job stats:" in stdout else ""
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+
+
+def planned(cwd: Path, *args: str) -> dict[str, int]:
+    out = run_snakemake("-n", *args, "--configfile", "tiny_config.yaml", cwd=cwd).stdout
+    return {} if "Nothing to be done" in out else job_stats(out)
+
+
+def test_everything_copied_into_a_fresh_clone_then_touched_regenerates_one_figure_alone(tiny_run, tmp_path):
+    clone = git_clone(tmp_path / "clone")
+    copy_like_cp_r(tiny_run / "results", clone / "results")
+    assert planned(clone), "a fresh clone with copied results should not look up to date yet"
+
+    # the README's step: record the copied outputs as up to date
+    for command in ("snakemake --touch --cores 1", f"snakemake results/figures/{FIGURE}.pdf --cores 1"):
+        assert command in README
+    run_snakemake("--touch", "--cores", "1", "--configfile", "tiny_config.yaml", cwd=clone)
+    assert planned(clone) == {}
+
+    # editing the figure's module reruns that figure and rsa_partial, which imports it (README)
+    module = clone / "workflow/scripts/avprobe/figures" / f"{FIGURE}.py"
+    module.write_text(module.read_text() + "\n# edited in the clone\n")
+    assert set(planned(clone)) == {"figure_rsa_layers", "figure_rsa_partial", "provenance", "all"}
+    assert "`rsa_partial` imports" in README
+
+    pdf = clone / "results/figures" / f"{FIGURE}.pdf"
+    before = pdf.stat().st_mtime_ns
+    out = run_snakemake(f"results/figures/{FIGURE}.pdf", "--cores", "1", "--configfile", "tiny_config.yaml", cwd=clone)
+    assert job_stats(out.stdout + out.stderr) == {f"figure_{FIGURE}": 1}
+    assert pdf.stat().st_mtime_ns > before and pdf.read_bytes().startswith(b"%PDF")
+    assert planned(clone, f"results/figures/{FIGURE}.pdf") == {}
+
+
+def test_only_tables_copied_into_a_fresh_clone_regenerate_one_figure_alone(tiny_run, tmp_path):
+    clone = git_clone(tmp_path / "clone")
+    copy_like_cp_r(tiny_run / "results/tables", clone / "results/tables")
+    command = f"snakemake results/figures/{FIGURE}.pdf --allowed-rules figure_{FIGURE} --cores 1"
+    assert command in README
+
+    # --touch would record the missing embeddings as done: it refuses, naming them
+    proc = run_snakemake("--touch", "--cores", "1", "--configfile", "tiny_config.yaml", cwd=clone, check=False)
+    assert proc.returncode != 0 and "results/embeddings/" in proc.stdout + proc.stderr
+
+    args = (f"results/figures/{FIGURE}.pdf", "--allowed-rules", f"figure_{FIGURE}")
+    assert planned(clone, *args) == {f"figure_{FIGURE}": 1}
+    out = run_snakemake(*args, "--cores", "1", "--configfile", "tiny_config.yaml", cwd=clone)
+    assert job_stats(out.stdout + out.stderr) == {f"figure_{FIGURE}": 1}
+    assert (clone / "results/figures" / f"{FIGURE}.pdf").read_bytes().startswith(b"%PDF")
+    assert not (clone / "results/embeddings").exists()
+
+
+def test_readme_figure_statement_matches_the_declared_figure_inputs():
+    """Editing a figure's module reruns the figures whose inputs list it: itself, and for
+    rsa_layers also rsa_partial (the README says so)."""
+    from avprobe.figures.deps import FIGURES, input_paths
+
+    for figure in FIGURES:
+        module = f"/figures/{figure}.py"
+        rerun = {g for g in FIGURES if any(p.endswith(module) for p in input_paths(g))}
+        expected = {figure, "rsa_partial"} if figure == "rsa_layers" else {figure}
+        assert rerun == expected, (figure, rerun)
+
+
+# ---------------------------------------------------------------- untrained controls' folders
+
+
+@pytest.fixture
+def tiny_copy(tiny_run, tmp_path):
+    """A copy of the finished tiny run (mtimes and Snakemake's records kept)."""
+    dest = tmp_path / "tiny"
+    shutil.copytree(tiny_run, dest, symlinks=True)
+    return dest
+
+
+def test_an_untrained_control_folder_is_the_rule_output_and_a_missing_file_rebuilds_it(tiny_copy):
+    folder = tiny_copy / "results/models/hubert-untrained"
+    out = run_snakemake("-n", "--delete-all-output", "--configfile", "tiny_config.yaml", cwd=tiny_copy).stdout
+    assert "Would delete results/models/hubert-untrained\n" in out + "\n"
+    assert planned(tiny_copy, "results/models/hubert-untrained") == {}
+
+    weights = folder / "model.safetensors"
+    original = weights.read_bytes()
+    weights.unlink()
+    stats = planned(tiny_copy)
+    assert stats.get("build_untrained_model") == 1 and stats.get("flag_model_rebuild") == 1, stats
+    assert "prefetch_models" not in stats
+
+    # loading the broken folder names the right fix
+    from avprobe.models import load_model
+    from avprobe.models.base import ModelUnavailableError
+
+    spec = {"family": "hf_audio", "kind": "untrained", "source": "resources/model_configs/hubert-tiny",
+            "towers": ["audio"]}
+    with pytest.raises((ModelUnavailableError, OSError)) as err:
+        load_model("hubert-untrained", spec, model_dir=str(folder), device="cpu")
+    assert "build_untrained_model" in str(err.value) and "prefetch_models" not in str(err.value)
+
+    # rebuilding the folder alone gives the same bytes, and then nothing is left to do for it
+    run_snakemake("results/models/hubert-untrained", "--cores", "1", "--configfile", "tiny_config.yaml", cwd=tiny_copy)
+    assert weights.read_bytes() == original
+    assert planned(tiny_copy, "results/models/hubert-untrained") == {}
+
+
+# ---------------------------------------------------------------- the conda envs
+
+
+def test_the_conda_envs_are_written_from_requirements():
+    sync = subprocess.run([sys.executable, str(ROOT / "envs" / "sync.py"), "--check"],
+                          capture_output=True, text=True)
+    assert sync.returncode == 0, sync.stdout + sync.stderr
+    for path in sorted((ROOT / "envs").glob("*.yaml")):
+        env = yaml.safe_load(path.read_text())
+        conda = [d for d in env["dependencies"] if not isinstance(d, dict)]
+        assert conda == ["python=3.11", "pip"], f"{path.name}: only python and pip come from conda"
