@@ -89,12 +89,15 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 echo "== local run"
 ( cd "$SCRATCH/local" && "$SNAKEMAKE" --cores 2 --configfile tiny_config.yaml --quiet rules )
 
-echo "== SLURM run through profiles/slurm"
+echo "== SLURM run through profiles/slurm, as the README says (no account: none on this cluster)"
+export AVPROBE_SLURM_PARTITION=$PARTITION AVPROBE_SLURM_ACCOUNT=
+( cd "$SCRATCH/slurm" && "$SNAKEMAKE" -n --workflow-profile profiles/slurm --configfile tiny_config.yaml \
+    > "$SCRATCH/planned.txt" )
 start=$(date +%s)
-( cd "$SCRATCH/slurm" && "$SNAKEMAKE" --profile profiles/slurm --configfile tiny_config.yaml \
-    --default-resources slurm_partition=$PARTITION mem_mb=1000 runtime=30 cpus_per_task=1 \
-    --set-resources extract_embeddings:mem_mb=2000 --jobs 4 --quiet rules )
+( cd "$SCRATCH/slurm" && "$SNAKEMAKE" --workflow-profile profiles/slurm --configfile tiny_config.yaml \
+    --jobs 4 --quiet rules )
 echo "SLURM run took $(( $(date +%s) - start )) s"
 
-echo "== checking SLURM's own records"
-"$PYTHON" "$ROOT/tests/cluster/check_slurm_run.py" "$SCRATCH/local" "$SCRATCH/slurm" "$STATE/log/jobcomp.txt"
+echo "== checking SLURM's own records (state, partition, memory, time limit, CPUs of every job)"
+"$PYTHON" "$ROOT/tests/cluster/check_slurm_run.py" "$SCRATCH/local" "$SCRATCH/slurm" "$STATE/log/jobcomp.txt" \
+    "$SCRATCH/planned.txt" "$PARTITION"
