@@ -6,6 +6,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
 from avprobe import plan
 from avprobe.cluster import check_default_resources
+from avprobe.models.folder import rebuild_state
 from avprobe.report_check import check_final_outputs
 from avprobe.report_check import requested as final_output_commands
 from avprobe.sets import ASR_SETS, CORPUS_SET_MODALITY, SET_MODALITY
@@ -62,6 +63,16 @@ def local_source(source):
 
 def built_model_dir(model):
     return f"results/models/{model}"
+
+
+def model_rebuild_flag(wildcards):
+    """A built folder with a missing or changed file (avprobe.models.folder compares it with the
+    record the build wrote) takes results/models/<model>.rebuild as input; that file's producer
+    reruns whenever the folder breaks anew, so the folder is rebuilt (and only then)."""
+    flag = f"results/models/{wildcards.model}.rebuild"
+    if rebuild_state(built_model_dir(wildcards.model), flag):
+        return {"rebuild": flag}
+    return {}
 
 
 def model_weights(model):

@@ -1,16 +1,3 @@
-from avprobe.models.folder import rebuild_state
-
-
-def model_rebuild_flag(wildcards):
-    """A built folder with a missing or changed file (avprobe.models.folder compares it with the
-    record the build wrote) takes results/models/<model>.rebuild as input; that file's producer
-    reruns whenever the folder breaks anew, so the folder is rebuilt (and only then)."""
-    flag = f"results/models/{wildcards.model}.rebuild"
-    if rebuild_state(built_model_dir(wildcards.model), flag):
-        return {"rebuild": flag}
-    return {}
-
-
 localrules:
     flag_model_rebuild,
 

@@ -5,7 +5,8 @@
 #
 #   sudo bash tests/cluster/slurm_test.sh          (needs root for apt and the daemons)
 #
-# Environment: PYTHON (default .venv/bin/python), KEEP=1 keeps the scratch folder.
+# Environment: PYTHON (default .venv/bin/python), KEEP=1 keeps the scratch folder, LOCAL_RUN=<dir>
+# reuses a finished local run of the tiny study as the reference instead of making one.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
@@ -27,7 +28,9 @@ trap stop_daemons EXIT
 echo "== installing SLURM, munge and the snakemake SLURM executor"
 export DEBIAN_FRONTEND=noninteractive
 command -v slurmctld >/dev/null || { apt-get update -qq && apt-get install -y -qq slurm-wlm munge >/dev/null; }
-"$PYTHON" -m pip install -q snakemake-executor-plugin-slurm==2.8.0 2>&1 | grep -v "is ignored" || true
+# requirements.txt installs it; older environments get the same pin
+"$PYTHON" -c "import snakemake_executor_plugin_slurm" 2>/dev/null || \
+    "$PYTHON" -m pip install -q snakemake-executor-plugin-slurm==2.8.0 2>&1 | grep -v "is ignored" || true
 
 echo "== starting munge"
 mkdir -p /etc/munge /var/run/munge /var/log/munge /var/lib/munge
@@ -86,8 +89,13 @@ for run in local slurm; do
 done
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
-echo "== local run"
-( cd "$SCRATCH/local" && "$SNAKEMAKE" --cores 2 --configfile tiny_config.yaml --quiet rules )
+if [ -n "${LOCAL_RUN:-}" ]; then
+    echo "== local run: reusing $LOCAL_RUN (a finished run of the tiny study)"
+    rm -rf "$SCRATCH/local" && ln -s "$(cd "$LOCAL_RUN" && pwd)" "$SCRATCH/local"
+else
+    echo "== local run"
+    ( cd "$SCRATCH/local" && "$SNAKEMAKE" --cores 2 --configfile tiny_config.yaml --quiet rules )
+fi
 
 echo "== SLURM run through profiles/slurm, as the README says (no account: none on this cluster)"
 export AVPROBE_SLURM_PARTITION=$PARTITION AVPROBE_SLURM_ACCOUNT=
