@@ -1,3 +1,4 @@
+import os
 import re
 import sys
 from pathlib import Path
@@ -56,9 +57,13 @@ def embeddings(set_name, model):
 
 
 def local_source(source):
-    """Architecture configs live in the repository; resolve them against the workflow."""
+    """Architecture configs live in the repository; resolve them against the workflow, and
+    name them relative to the working directory when they lie under it, so that a moved or
+    freshly cloned checkout does not see changed params (and rebuild every control)."""
     path = Path(source)
-    return str(path if path.is_absolute() else Path(workflow.basedir) / path)
+    path = path if path.is_absolute() else Path(workflow.basedir) / path
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
 
 
 def built_model_dir(model):
