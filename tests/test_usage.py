@@ -41,7 +41,8 @@ def planned_jobs(dry_run_stdout: str) -> list[dict]:
         for key in ("wildcards", "resources"):
             line = re.search(rf"^\s*{key}: (.*)$", block, re.M)
             fields[key] = dict(item.split("=", 1) for item in line.group(1).split(", ")) if line else {}
-        jobs.append({"rule": rule.group(1), **fields})
+        threads = re.search(r"^\s*threads: (\d+)$", block, re.M)
+        jobs.append({"rule": rule.group(1), "threads": threads.group(1) if threads else "1", **fields})
     return jobs
 
 
@@ -106,12 +107,18 @@ def test_every_job_of_the_documented_slurm_command_carries_its_resources(slurm_p
 
 
 def test_the_slurm_profile_keeps_its_resources_when_loaded_as_a_global_profile(slurm_plugin):
-    """`--profile profiles/slurm` also loads profiles/default, which must not replace them."""
-    jobs = planned_jobs(run_snakemake("-n", "--profile", "profiles/slurm").stdout)
+    """`--profile profiles/slurm` also loads profiles/default, which must not replace them; and
+    each job asks for one CPU per thread (--cores: a dry run otherwise shows one thread)."""
+    out = run_snakemake("-n", "--profile", "profiles/slurm", "--cores", "64").stdout
+    jobs = planned_jobs(out)
     assert jobs
     for job in jobs:
         for name in ("mem_mb", "runtime", "cpus_per_task", "slurm_partition", "slurm_account"):
             assert name in job["resources"], f"{job['rule']}: no {name}"
+    threaded = {job["rule"]: int(job["threads"]) for job in jobs if int(job["threads"]) > 1}
+    assert threaded, "some rules of the default study use two threads"
+    for job in jobs:
+        assert int(job["resources"]["cpus_per_task"]) == int(job["threads"]), job
 
 
 def test_a_slurm_run_that_lost_the_profiles_resources_refuses_to_start(slurm_plugin, monkeypatch):

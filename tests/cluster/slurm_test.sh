@@ -99,8 +99,9 @@ fi
 
 echo "== SLURM run through profiles/slurm, as the README says (no account: none on this cluster)"
 export AVPROBE_SLURM_PARTITION=$PARTITION AVPROBE_SLURM_ACCOUNT=
+# the plan of the same command (--cores: a dry run otherwise shows every job with one thread)
 ( cd "$SCRATCH/slurm" && "$SNAKEMAKE" -n --workflow-profile profiles/slurm --configfile tiny_config.yaml \
-    > "$SCRATCH/planned.txt" )
+    --cores "$CPUS" > "$SCRATCH/planned.txt" )
 start=$(date +%s)
 ( cd "$SCRATCH/slurm" && "$SNAKEMAKE" --workflow-profile profiles/slurm --configfile tiny_config.yaml \
     --jobs 4 --quiet rules )
