@@ -1,3 +1,4 @@
+import os
 import re
 import shutil
 import sys
@@ -6,6 +7,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
 from avprobe import plan
+from avprobe.cluster import check_default_resources
+from avprobe.models.folder import rebuild_state
+from avprobe.report_check import check_final_outputs
+from avprobe.report_check import requested as final_output_commands
 from avprobe.sets import ASR_SETS, CORPUS_SET_MODALITY, SET_MODALITY
 from avprobe.stimuli.corpora import check_corpus_config
 
@@ -22,6 +27,9 @@ plan.validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
 plan.check(config)
 plan.check_sources(config, workflow.basedir)
 check_corpus_config(config)
+if not workflow.remote_exec:
+    # a SLURM run must keep every resource of profiles/slurm (avprobe.cluster)
+    check_default_resources(workflow.resource_settings.default_resources)
 
 MODELS = config["models"]
 EXTRACTIONS = plan.extractions(config)
@@ -88,16 +96,34 @@ def embeddings(set_name, model):
 
 
 def local_source(source):
-    """Architecture configs live in the repository; resolve them against the workflow."""
+    """Architecture configs live in the repository; resolve them against the workflow, and
+    name them relative to the working directory when they lie under it, so that a moved or
+    freshly cloned checkout does not see changed params (and rebuild every control)."""
     path = Path(source)
-    return str(path if path.is_absolute() else Path(workflow.basedir) / path)
+    path = path if path.is_absolute() else Path(workflow.basedir) / path
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
+
+
+def built_model_dir(model):
+    return f"results/models/{model}"
+
+
+def model_rebuild_flag(wildcards):
+    """A built folder with a missing or changed file (avprobe.models.folder compares it with the
+    record the build wrote) takes results/models/<model>.rebuild as input; that file's producer
+    reruns whenever the folder breaks anew, so the folder is rebuilt (and only then)."""
+    flag = f"results/models/{wildcards.model}.rebuild"
+    if rebuild_state(built_model_dir(wildcards.model), flag):
+        return {"rebuild": flag}
+    return {}
 
 
 def model_weights(model):
     """The built weights of an untrained control, or the prefetch record of a hub model."""
     kind = MODELS[model].get("kind", "pretrained")
     if kind == "untrained":
-        return {"model_dir_config": f"results/models/{model}/config.json"}
+        return {"model_dir": built_model_dir(model)}
     if kind == "pretrained":
         return {"prefetched": "results/models/prefetched.json"}
     return {}
@@ -247,3 +273,9 @@ def all_targets():
         targets += list(SPEECH_QC.values())
     targets += [plan.PROVENANCE]
     return targets
+
+
+# `snakemake --report` and `--touch` refuse while final outputs of this config are missing
+# (avprobe.report_check).
+for _flag in final_output_commands(sys.argv):
+    check_final_outputs(_flag, all_targets(), workflow.config_settings.configfiles)

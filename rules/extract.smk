@@ -1,6 +1,28 @@
-rule build_untrained_model:
+localrules:
+    flag_model_rebuild,
+
+
+rule flag_model_rebuild:
     output:
-        config="results/models/{model}/config.json",
+        "results/models/{model}.rebuild",
+    params:
+        # what broke, and when: a new breakage reruns this rule, and so the build
+        state=lambda wildcards: rebuild_state(built_model_dir(wildcards.model), f"results/models/{wildcards.model}.rebuild"),
+    log:
+        "logs/models/rebuild_{model}.log",
+    conda:
+        "../envs/models.yaml"
+    shell:
+        "echo '{params.state}' | tee {output} > {log}"
+
+
+# The whole folder is the output (weights, tokenizer, configs): --delete-all-output removes it,
+# and a folder with a missing or changed file is rebuilt (the flag above).
+rule build_untrained_model:
+    input:
+        unpack(model_rebuild_flag),
+    output:
+        model=directory("results/models/{model}"),
     params:
         source=lambda wildcards: local_source(MODELS[wildcards.model]["source"]),
         family=lambda wildcards: MODELS[wildcards.model]["family"],

@@ -95,7 +95,7 @@ def transcripts(spoken, whisper):
     log = spoken / "logs" / "transcribe.log"
     snakemake = SimpleNamespace(
         input=_Named(manifest=str(spoken / "captions" / "manifest.parquet"),
-                     model_dir_config=str(whisper / "config.json")),
+                     model_dir=str(whisper)),
         output=_Named(manifest=str(out)),
         params=_Named(model="whisper-untrained", spec=ASR_SPEC),
         log=[str(log)], threads=1,
@@ -302,7 +302,7 @@ def test_default_dry_run_transcribes_and_retrieves_with_transcripts():
     assert "results/embeddings/caption_asr/clip-untrained.parquet" in out
     block = rule_block(out, "transcribe", "results/stimuli/caption_asr/manifest.parquet")
     assert "results/stimuli/captions/manifest.parquet" in block
-    assert "results/models/whisper-untrained/config.json" in block
+    assert "results/models/whisper-untrained" in block
     cascade = rule_block(out, "retrieval", "results/tables/retrieval/clip-untrained_cascade.parquet")
     assert "results/stimuli/caption_asr/manifest.parquet" in cascade
     assert "results/embeddings/caption_asr/clip-untrained.parquet" in cascade

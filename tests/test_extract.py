@@ -184,7 +184,7 @@ def test_entry_scripts(stimuli, tmp_path):
     build_log, extract_log = tmp_path / "logs" / "build.log", tmp_path / "logs" / "extract.log"
     model_config = tmp_path / "models" / "hubert-untrained" / "config.json"
     snakemake = SimpleNamespace(
-        input=_Named(), output=_Named(config=str(model_config)),
+        input=_Named(), output=_Named(model=str(model_config.parent)),
         params=_Named(source=str(CONFIGS / "hubert-tiny"), family="hf_audio", seed=0),
         log=[str(build_log)], threads=1,
     )
@@ -195,7 +195,7 @@ def test_entry_scripts(stimuli, tmp_path):
     out = tmp_path / "embeddings" / "pseudowords" / "hubert-untrained.parquet"
     snakemake = SimpleNamespace(
         input=_Named(manifest=str(stimuli / "pseudowords" / "manifest.parquet"),
-                     model_dir_config=str(model_config)),
+                     model_dir=str(model_config.parent)),
         output=_Named(embeddings=str(out)),
         params=_Named(set="pseudowords", model="hubert-untrained", spec=spec),
         log=[str(extract_log)], threads=1,

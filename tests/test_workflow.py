@@ -100,13 +100,7 @@ def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, override, expe
     assert "Job stats" not in out
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """One full run of the tiny study in a scratch copy of the workflow."""
-    work = copy_workflow(tmp_path_factory.mktemp("tiny"))
-    shutil.copy2(TINY_CONFIG, work / "tiny_config.yaml")
-    run_snakemake("--cores", "2", "--configfile", "tiny_config.yaml", cwd=work)
-    return work
+# tiny_run (one full run of the tiny study, shared by the session): tests/conftest.py
 
 
 def test_tiny_run_stimuli(tiny_run):

@@ -5,7 +5,8 @@
 #
 #   sudo bash tests/cluster/slurm_test.sh          (needs root for apt and the daemons)
 #
-# Environment: PYTHON (default .venv/bin/python), KEEP=1 keeps the scratch folder.
+# Environment: PYTHON (default .venv/bin/python), KEEP=1 keeps the scratch folder, LOCAL_RUN=<dir>
+# reuses a finished local run of the tiny study as the reference instead of making one.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
@@ -27,7 +28,9 @@ trap stop_daemons EXIT
 echo "== installing SLURM, munge and the snakemake SLURM executor"
 export DEBIAN_FRONTEND=noninteractive
 command -v slurmctld >/dev/null || { apt-get update -qq && apt-get install -y -qq slurm-wlm munge >/dev/null; }
-"$PYTHON" -m pip install -q snakemake-executor-plugin-slurm==2.8.0 2>&1 | grep -v "is ignored" || true
+# requirements.txt installs it; older environments get the same pin
+"$PYTHON" -c "import snakemake_executor_plugin_slurm" 2>/dev/null || \
+    "$PYTHON" -m pip install -q snakemake-executor-plugin-slurm==2.8.0 2>&1 | grep -v "is ignored" || true
 
 echo "== starting munge"
 mkdir -p /etc/munge /var/run/munge /var/log/munge /var/lib/munge
@@ -86,15 +89,24 @@ for run in local slurm; do
 done
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
-echo "== local run"
-( cd "$SCRATCH/local" && "$SNAKEMAKE" --cores 2 --configfile tiny_config.yaml --quiet rules )
+if [ -n "${LOCAL_RUN:-}" ]; then
+    echo "== local run: reusing $LOCAL_RUN (a finished run of the tiny study)"
+    rm -rf "$SCRATCH/local" && ln -s "$(cd "$LOCAL_RUN" && pwd)" "$SCRATCH/local"
+else
+    echo "== local run"
+    ( cd "$SCRATCH/local" && "$SNAKEMAKE" --cores 2 --configfile tiny_config.yaml --quiet rules )
+fi
 
-echo "== SLURM run through profiles/slurm"
+echo "== SLURM run through profiles/slurm, as the README says (no account: none on this cluster)"
+export AVPROBE_SLURM_PARTITION=$PARTITION AVPROBE_SLURM_ACCOUNT=
+# the plan of the same command (--cores: a dry run otherwise shows every job with one thread)
+( cd "$SCRATCH/slurm" && "$SNAKEMAKE" -n --workflow-profile profiles/slurm --configfile tiny_config.yaml \
+    --cores "$CPUS" > "$SCRATCH/planned.txt" )
 start=$(date +%s)
-( cd "$SCRATCH/slurm" && "$SNAKEMAKE" --profile profiles/slurm --configfile tiny_config.yaml \
-    --default-resources slurm_partition=$PARTITION mem_mb=1000 runtime=30 cpus_per_task=1 \
-    --set-resources extract_embeddings:mem_mb=2000 --jobs 4 --quiet rules )
+( cd "$SCRATCH/slurm" && "$SNAKEMAKE" --workflow-profile profiles/slurm --configfile tiny_config.yaml \
+    --jobs 4 --quiet rules )
 echo "SLURM run took $(( $(date +%s) - start )) s"
 
-echo "== checking SLURM's own records"
-"$PYTHON" "$ROOT/tests/cluster/check_slurm_run.py" "$SCRATCH/local" "$SCRATCH/slurm" "$STATE/log/jobcomp.txt"
+echo "== checking SLURM's own records (state, partition, memory, time limit, CPUs of every job)"
+"$PYTHON" "$ROOT/tests/cluster/check_slurm_run.py" "$SCRATCH/local" "$SCRATCH/slurm" "$STATE/log/jobcomp.txt" \
+    "$SCRATCH/planned.txt" "$PARTITION"

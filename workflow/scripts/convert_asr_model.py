@@ -1,6 +1,6 @@
 """Convert the cascade's Whisper checkpoint to CTranslate2 format (asr.backend: ctranslate2).
 
-snakemake.input.model_dir_config:  optional; config.json of a built untrained recogniser
+snakemake.input.model_dir:         optional; the folder of a built untrained recogniser
 snakemake.params.model / .spec:    the asr.model name and its config['models'] entry (source)
 snakemake.output.model:            results/models/<asr.model>-ct2/model.bin (folder with tokenizer.json)
 snakemake.log[0]
@@ -16,6 +16,6 @@ from avprobe.runtime import job_log
 sm = snakemake  # noqa: F821 - injected by Snakemake
 
 with job_log(sm.log[0] if sm.log else None, 1):
-    model_dir = model_dir_from_config(getattr(sm.input, "model_dir_config", None))
+    model_dir = model_dir_from_config(getattr(sm.input, "model_dir", None))
     source, _ = resolve_source(sm.params.model, dict(sm.params.spec), model_dir)
     convert_transformers_whisper(source, Path(sm.output.model).parent)

@@ -5,7 +5,7 @@ Reads
   snakemake.input.shapes              shapes manifest (example maps of kiki/bouba)
   snakemake.input.words               words manifest (pseudoword_text | pseudowords)
   snakemake.input.captions            OPTIONAL: spoken captions manifest (speech-prompted maps)
-  snakemake.input.model_dir_config    OPTIONAL: config.json of a built untrained control
+  snakemake.input.model_dir           OPTIONAL: the folder of a built untrained control
   snakemake.params.model / .spec      model name and its config["models"] entry
   snakemake.params.cfg                config["analysis"]["dense"] (object_template, min_coverage, ...)
   snakemake.params.settings           this model's {query, words, space, space_layer} (plan.dense_params)
@@ -30,7 +30,7 @@ with job_log(snakemake.log[0], snakemake.threads):
         snakemake.output.examples,
         model=snakemake.params.model,
         spec=dict(snakemake.params.spec),
-        model_dir=model_dir_from_config(snakemake.input.get("model_dir_config")),
+        model_dir=model_dir_from_config(snakemake.input.get("model_dir")),
         cfg=cfg,
         words_set=settings["words"],
         query=settings["query"],

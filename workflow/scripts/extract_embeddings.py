@@ -1,8 +1,8 @@
 """Embed one stimulus set with one model.
 
 snakemake.input.manifest:          results/stimuli/<set>/manifest.parquet
-snakemake.input.model_dir_config:  optional; config.json of a built untrained model (its folder is
-                                   loaded instead of params.spec['source'])
+snakemake.input.model_dir:         optional; the folder of a built untrained model (loaded instead
+                                   of params.spec['source'])
 snakemake.params.set / .model / .spec: set name, model name, the model's config['models'] entry
 snakemake.output.embeddings:       results/embeddings/<set>/<model>.parquet, or for shard k of N
                                    (params.shard = [k, N]) <model>.shards/<k>-of-<N>.parquet
@@ -27,7 +27,7 @@ with job_log(snakemake.log[0] if snakemake.log else None, snakemake.threads):  #
         snakemake.params.model,  # noqa: F821
         dict(snakemake.params.spec),  # noqa: F821
         snakemake.output.embeddings,  # noqa: F821
-        model_dir=model_dir_from_config(getattr(snakemake.input, "model_dir_config", None)),  # noqa: F821
+        model_dir=model_dir_from_config(getattr(snakemake.input, "model_dir", None)),  # noqa: F821
         threads=snakemake.threads,  # noqa: F821
         rejected_path=snakemake.output.get("rejected"),  # noqa: F821
         **{key: config[key] for key in ("on_bad_input", "multichannel_audio", "max_audio_seconds",

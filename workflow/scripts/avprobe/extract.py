@@ -460,5 +460,9 @@ def merge_shards(
 
 
 def model_dir_from_config(config_path: str | os.PathLike | None) -> Path | None:
-    """The folder of a built model, given its ``config.json`` (the rule's declared input)."""
-    return None if not config_path else Path(config_path).parent
+    """The folder of a built model, given the folder (the rule's declared input) or its
+    ``config.json``."""
+    if not config_path:
+        return None
+    path = Path(config_path)
+    return path.parent if path.name == "config.json" else path
