@@ -515,9 +515,14 @@ def test_atomic_path_leaves_nothing_that_looks_complete(tmp_path):
 #: Writers that make their own temporary name and rename (not through io.atomic_path).
 ATOMIC_BY_HAND = {
     ("avprobe/figures/style.py", "_atomic_savefig"),  # mkstemp + os.replace
-    ("avprobe/models/build.py", "build_untrained"),  # a temporary folder, moved in config.json last
+    ("avprobe/models/build.py", "write_marker"),  # called inside staged_folder only
     ("avprobe/runtime.py", "_log_file"),  # job logs, written as the job runs
 }
+
+
+#: Context managers under which writes are safe: a temporary file renamed when complete, or a
+#: temporary folder moved in with config.json last (avprobe.models.build.staged_folder).
+PROTECTING = {"atomic_path", "staged_folder"}
 
 
 def _unprotected_writes(path: Path) -> list[tuple[str, int, str]]:
@@ -553,7 +558,7 @@ def _unprotected_writes(path: Path) -> list[tuple[str, int, str]]:
         def visit_With(self, node):
             for item in node.items:
                 self.visit(item)
-            stack.append(any(isinstance(i.context_expr, ast.Call) and name(i.context_expr.func) == "atomic_path"
+            stack.append(any(isinstance(i.context_expr, ast.Call) and name(i.context_expr.func) in PROTECTING
                              for i in node.items))
             for stmt in node.body:
                 self.visit(stmt)

@@ -215,7 +215,7 @@ def test_transcribe_rule_script_with_the_ctranslate2_backend(tmp_path):
     built = build_untrained(ROOT / "resources/model_configs/whisper-tiny-random", tmp_path / "w", seed=0)
     spec = {"family": "whisper_asr", "kind": "untrained", "source": "resources/model_configs/whisper-tiny-random",
             "towers": ["audio"], "batch_size": 2, "max_new_tokens": 8}
-    convert = SimpleNamespace(input=_Named(model_dir_config=str(built / "config.json")),
+    convert = SimpleNamespace(input=_Named(model_dir=str(built)),
                               output=_Named(model=str(tmp_path / "w-ct2/model.bin")),
                               params=_Named(model="whisper-untrained", spec=spec), log=[str(tmp_path / "c.log")])
     runpy.run_path(str(SCRIPTS / "convert_asr_model.py"), init_globals={"snakemake": convert})
@@ -230,7 +230,7 @@ def test_transcribe_rule_script_with_the_ctranslate2_backend(tmp_path):
     pd.DataFrame(rows).to_parquet(tmp_path / "captions/manifest.parquet", index=False)
     out = tmp_path / "caption_asr/manifest.parquet"
     transcribe = SimpleNamespace(
-        input=_Named(manifest=str(tmp_path / "captions/manifest.parquet"), model_dir_config=str(built / "config.json"),
+        input=_Named(manifest=str(tmp_path / "captions/manifest.parquet"), model_dir=str(built),
                      ct2_model=str(tmp_path / "w-ct2/model.bin")),
         output=_Named(manifest=str(out)),
         params=_Named(model="whisper-untrained", spec=spec, backend="ctranslate2", ct2={"compute_type": "float32"}),

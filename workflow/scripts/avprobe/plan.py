@@ -85,7 +85,7 @@ def validate_config(config: dict, schema_path: str | Path) -> None:
 
     try:
         validate(config, str(schema_path))
-    except Exception as err:
+    except Exception:
         message = _schema_message(config, schema_path)
         if message is None:
             raise

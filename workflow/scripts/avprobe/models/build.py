@@ -10,6 +10,7 @@ says ``kind: untrained`` whatever the spec claims.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -17,6 +18,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 log = logging.getLogger("avprobe")
 
@@ -36,6 +38,32 @@ def _model_class(config):
         if cls is not None:
             return cls
     return transformers.AutoModel
+
+
+@contextlib.contextmanager
+def staged_folder(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """Build a model folder in a sibling temporary folder; on success move its entries into
+    ``out_dir`` with ``config.json`` last (an entry already there is replaced, a folder whole), so
+    a folder with a config.json always has the files that go with it. Every builder of an
+    untrained control (transformers', the checkpoint families') writes through this.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        yield tmp
+        for item in sorted(tmp.iterdir(), key=lambda p: p.name == "config.json"):
+            dest = out_dir / item.name
+            if dest.is_dir():
+                shutil.rmtree(dest)
+            os.replace(item, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_marker(folder: Path, marker: dict) -> None:
+    """The build marker (:data:`BUILD_MARKER`): provenance reads ``kind: untrained`` from it."""
+    (folder / BUILD_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
 
 
 def build_untrained(config_dir: str | os.PathLike, out_dir: str | os.PathLike, seed: int) -> Path:
@@ -58,11 +86,11 @@ def build_untrained(config_dir: str | os.PathLike, out_dir: str | os.PathLike, s
     else:
         model = cls(config)
     model = model.float().eval()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # Build in a sibling temporary folder, then move the files in with config.json last, so a
-    # folder with a config.json always has the weights that go with it.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    for stale in list(out_dir.glob("*.safetensors")) + list(out_dir.glob("*.bin")) + list(
+        out_dir.glob("*.index.json")
+    ):
+        stale.unlink()
+    with staged_folder(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         for item in sorted(config_dir.iterdir()):
             if item.is_file() and item.name not in _SKIP and not item.name.startswith("."):
@@ -82,15 +110,7 @@ def build_untrained(config_dir: str | os.PathLike, out_dir: str | os.PathLike, s
             "torch": torch.__version__,
             "transformers": transformers.__version__,
         }
-        (tmp / BUILD_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
-        for stale in list(out_dir.glob("*.safetensors")) + list(out_dir.glob("*.bin")) + list(
-            out_dir.glob("*.index.json")
-        ):
-            stale.unlink()
-        for item in sorted(tmp.iterdir(), key=lambda p: p.name == "config.json"):
-            os.replace(item, out_dir / item.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        write_marker(tmp, marker)
     log.info("built untrained %s (%d parameters, seed %d) from %s into %s",
              marker["architecture"], marker["n_parameters"], seed, config_dir, out_dir)
     return out_dir

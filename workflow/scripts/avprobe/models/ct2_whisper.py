@@ -121,9 +121,9 @@ def assemble_packaged_whisper(out_dir: str | os.PathLike, check_sha256: bool = T
             raise ValueError(f"joined model.bin has sha256 {digest}, expected {PACKAGED_WHISPER_SHA256}: "
                              f"another version of {PACKAGED_WHISPER_DISTS[0]}, or a damaged install")
     versions = {d: _version(d) for d in PACKAGED_WHISPER_DISTS}
-    (out_dir / SOURCE_FILE).write_text(json.dumps(
-        {"source": "packaged", "packages": versions, "model_sha256": digest,
-         "model": "openai/whisper-base (CTranslate2, float16)"}, indent=1, sort_keys=True) + "\n")
+    with atomic_path(out_dir / SOURCE_FILE) as tmp:
+        tmp.write_text(json.dumps({"source": "packaged", "packages": versions, "model_sha256": digest,
+                                   "model": "openai/whisper-base (CTranslate2, float16)"}, indent=1, sort_keys=True) + "\n")
     log.info("assembled the packaged Whisper base (%s) in %s", versions, out_dir)
     return out_dir
 
@@ -138,9 +138,9 @@ def convert_transformers_whisper(model_dir: str | os.PathLike, out_dir: str | os
     copy = [f for f in ("tokenizer.json", "preprocessor_config.json") if (model_dir / f).is_file()]
     converter = ctranslate2.converters.TransformersConverter(str(model_dir), copy_files=copy)
     converter.convert(str(out_dir), quantization=quantization, force=True)
-    (out_dir / SOURCE_FILE).write_text(json.dumps(
-        {"source": "converted", "from": str(model_dir), "quantization": quantization,
-         "ctranslate2": _version("ctranslate2")}, indent=1, sort_keys=True) + "\n")
+    with atomic_path(out_dir / SOURCE_FILE) as tmp:
+        tmp.write_text(json.dumps({"source": "converted", "from": str(model_dir), "quantization": quantization,
+                                   "ctranslate2": _version("ctranslate2")}, indent=1, sort_keys=True) + "\n")
     return out_dir
 
 

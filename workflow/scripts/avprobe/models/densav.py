@@ -62,7 +62,7 @@ from .base import (
     select_device,
     torch_dtype,
 )
-from .build import BUILD_MARKER
+from .build import BUILD_MARKER, staged_folder, write_marker
 
 log = logging.getLogger("avprobe")
 
@@ -547,18 +547,13 @@ def build_untrained(config_dir: str | os.PathLike, out_dir: str | os.PathLike, s
             if "norm" in name or name.endswith("cls") or "cls_token" in name:
                 param.add_(0.05 * torch.randn_like(param))
     state = to_original(net, hp, seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / (WEIGHTS_FILE + ".tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, out_dir / WEIGHTS_FILE)
-    marker = {"kind": "untrained", "source": str(config_dir), "seed": int(seed), "architecture": "DenseAV",
-              "n_parameters": int(sum(p.numel() for p in net.parameters())),
-              "weights_sha256": hashlib.sha256((out_dir / WEIGHTS_FILE).read_bytes()).hexdigest(),
-              "layout": "original (LitAVAligner state dict)", "torch": torch.__version__}
-    (out_dir / BUILD_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
-    tmp = out_dir / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, out_dir / CONFIG_FILE)
+    with staged_folder(out_dir) as tmp:
+        save_file(state, str(tmp / WEIGHTS_FILE))
+        write_marker(tmp, {"kind": "untrained", "source": str(config_dir), "seed": int(seed),
+                           "architecture": "DenseAV", "n_parameters": int(sum(p.numel() for p in net.parameters())),
+                           "weights_sha256": hashlib.sha256((tmp / WEIGHTS_FILE).read_bytes()).hexdigest(),
+                           "layout": "original (LitAVAligner state dict)", "torch": torch.__version__})
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return out_dir
 
 

@@ -24,7 +24,10 @@ def record_files(folder: str | os.PathLike) -> dict[str, int]:
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name != FILES_RECORD and not p.name.startswith(".")
     }
-    (folder / FILES_RECORD).write_text(json.dumps(files, indent=2, sort_keys=True) + "\n")
+    from ..io import atomic_path
+
+    with atomic_path(folder / FILES_RECORD) as tmp:
+        tmp.write_text(json.dumps(files, indent=2, sort_keys=True) + "\n")
     return files
 
 

@@ -20,14 +20,12 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
 from . import checkpoints
 from .base import Adapter, ModelUnavailableError, resolve_dtype, select_device
-from .build import BUILD_MARKER
+from .build import BUILD_MARKER, staged_folder, write_marker
 
 log = logging.getLogger("avprobe")
 
@@ -59,11 +57,9 @@ def write_control(config_dir: str | os.PathLike, out_dir: str | os.PathLike, see
 
     config_dir, out_dir = Path(config_dir), Path(out_dir)
     config = json.loads((config_dir / "config.json").read_text())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir) as tmp:
         torch.save(payload, tmp / filename)
-        marker = {
+        write_marker(tmp, {
             "kind": "untrained",
             "source": str(config_dir),
             "seed": int(seed),
@@ -72,13 +68,8 @@ def write_control(config_dir: str | os.PathLike, out_dir: str | os.PathLike, see
             "weights_sha256": checkpoints.sha256_of(tmp / filename),
             "config_sha256": hashlib.sha256((config_dir / "config.json").read_bytes()).hexdigest(),
             "torch": torch.__version__,
-        }
-        (tmp / BUILD_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+        })
         (tmp / "config.json").write_text(json.dumps({**config, CHECKPOINT_KEY: filename}, indent=2) + "\n")
-        for item in sorted(tmp.iterdir(), key=lambda p: p.name == "config.json"):
-            os.replace(item, out_dir / item.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.info("built untrained %s (%d parameters, seed %d) from %s into %s",
              architecture, n_parameters, seed, config_dir, out_dir)
     return out_dir

@@ -793,22 +793,18 @@ def build_untrained(config_dir, out_dir, seed: int) -> Path:
     tiny ``hubert/`` and ``clip/`` folders, ``speechclip.ckpt``, ``avprobe_build.json`` (kind
     untrained), and ``config.json`` last.
     """
-    import shutil
-    import tempfile
-
     import torch
     import transformers
 
     from .build import build_untrained as build_hf
+    from .build import staged_folder, write_marker
 
     config_dir, out_dir = Path(config_dir), Path(out_dir)
     cfg = json.loads((config_dir / "config.json").read_text())
     if cfg.get("model_type") != "speechclip":
         raise ValueError(f"{config_dir}: config.json is not a SpeechCLIP architecture config (model_type speechclip)")
     variant = cfg["variant"]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir) as tmp:
         build_hf(config_dir / cfg["hubert"], tmp / "hubert", seed)
         build_hf(config_dir / cfg["clip"], tmp / "clip", seed + 1)
         hubert = transformers.HubertModel.from_pretrained(tmp / "hubert")
@@ -857,20 +853,11 @@ def build_untrained(config_dir, out_dir, seed: int) -> Path:
             "config_sha256": hashlib.sha256((config_dir / "config.json").read_bytes()).hexdigest(),
             "torch": torch.__version__, "transformers": transformers.__version__,
         }
-        (tmp / BUILD_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+        write_marker(tmp, marker)
         local = {"model_type": "speechclip", "variant": variant, "checkpoint": CHECKPOINT_FILE,
                  "hubert": "hubert", "clip": "clip",
                  **{k: cfg[k] for k in ("normalize_waveform", "normalize_hiddenstates") if k in cfg}}
         (tmp / "config.json").write_text(json.dumps(local, indent=2, sort_keys=True) + "\n")
-        for item in sorted(tmp.iterdir(), key=lambda p: p.name == "config.json"):
-            dest = out_dir / item.name
-            if dest.is_dir():
-                shutil.rmtree(dest)
-            elif dest.exists():
-                dest.unlink()
-            item.replace(dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.info("built untrained SpeechCLIP-%s (seed %d) from %s into %s", variant, seed, config_dir, out_dir)
     return out_dir
 
