@@ -685,3 +685,21 @@ def test_provenance_reports_rejected_counts(tmp_path):
     assert not any(".tmp" in p for p in files.index)
     extraction = table[(table["category"] == "package") & (table["source"] == "extraction")]
     assert extraction.set_index("path")["version"].to_dict() == {"torch": "9"}
+
+
+def test_long_jobs_report_progress_on_the_console_not_only_in_their_log():
+    import io as stdio
+
+    from avprobe.runtime import Progress
+
+    console = stdio.StringIO()
+    with Progress(10, "hubert/pseudowords", unit="clip", interval=0.0, console=console) as bar:
+        for _ in range(10):
+            bar.update()
+    lines = console.getvalue().splitlines()
+    assert lines[0].startswith("[avprobe] hubert/pseudowords: 1/10 clips (10 %),") and "s left" in lines[0]
+    assert len(lines) == 10 and lines[-1].startswith("[avprobe] hubert/pseudowords: done, 10 clips in")
+    quiet = stdio.StringIO()
+    with Progress(3, "short", interval=3600.0, console=quiet) as bar:
+        bar.update(3)
+    assert quiet.getvalue() == ""  # a short job stays quiet on the console

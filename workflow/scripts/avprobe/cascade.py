@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from typing import Mapping
 
@@ -69,7 +68,7 @@ def transcribe_set(
     ``ct2_cfg`` (config ``asr.ctranslate2``). The model's ``max_new_tokens``, ``batch_size`` and
     ``language`` apply to both.
     """
-    from tqdm.auto import tqdm
+    from .runtime import Progress
 
     from .extract import load_audio
 
@@ -104,8 +103,7 @@ def transcribe_set(
         raise ValueError(f"asr.backend must be transformers or ctranslate2, not {backend!r}")
     texts: list[str] = []
     start = time.perf_counter()
-    bar = tqdm(total=len(df), desc=f"{model_name}/asr", unit="clip", file=sys.stderr,
-               mininterval=5.0, ascii=True)
+    bar = Progress(len(df), f"{model_name}/asr", unit="clip")
     for lo in range(0, len(df), batch):
         rows = df.iloc[lo:lo + batch]
         waves = [load_audio(io.resolve_stimulus_path(manifest_path, p)) for p in rows["path"]]

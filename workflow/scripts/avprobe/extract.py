@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Mapping
@@ -156,7 +155,7 @@ def extract_embeddings(
 
     Returns a summary: ``{"n_items", "n_rejected", "layers", "rows", "seconds", "items_per_s"}``.
     """
-    from tqdm.auto import tqdm
+    from .runtime import Progress
 
     from .models import load_model
 
@@ -226,8 +225,7 @@ def extract_embeddings(
     ids = df["stimulus_id"].astype(str).tolist()
     results: dict[str, np.ndarray] = {}
     start = time.perf_counter()
-    bar = tqdm(total=len(df), desc=f"{model_name}/{set_name}", unit="item", file=sys.stderr,
-               mininterval=5.0, ascii=True)
+    bar = Progress(len(df), f"{model_name}/{set_name}", unit="item")
     for batch in batches:
         idx = np.array([row_of[int(p)] for p in batch if int(p) in row_of], dtype=int)
         if not idx.size:

@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import sys
+import time
 from typing import Iterator
 
 import numpy as np
@@ -72,3 +73,59 @@ def seed_everything(seed: int) -> np.random.Generator:
     if "torch" in sys.modules:
         sys.modules["torch"].manual_seed(seed)
     return np.random.default_rng(seed)
+
+
+#: Seconds between the console's progress lines of one job (the log file gets tqdm's bar).
+CONSOLE_INTERVAL = 20.0
+
+
+class Progress:
+    """A progress bar for long work: tqdm's bar in the job's log, and on the console (the
+    terminal Snakemake runs in, which a job's log redirection does not reach) one line every
+    ``interval`` seconds with the count, throughput and time left, plus a closing line —
+    so a long job is never silent on the console. Jobs shorter than ``interval`` print nothing
+    there.
+
+    Use as a context manager; ``update(n)`` counts ``n`` more items.
+    """
+
+    def __init__(self, total: int, desc: str, unit: str = "item", interval: float = CONSOLE_INTERVAL,
+                 console=None):
+        from tqdm import tqdm
+
+        # no monitor thread: some callers fork worker processes, and forking beside threads is unsafe
+        tqdm.monitor_interval = 0
+        self.bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, mininterval=5.0, ascii=True)
+        self.total, self.desc, self.unit, self.interval = int(total), desc, unit, float(interval)
+        self.console = console if console is not None else sys.__stderr__
+        self.start = self.last = time.monotonic()
+        self.n = 0
+        self.spoke = False
+
+    def _say(self, text: str) -> None:
+        if self.console is not None:
+            print(f"[avprobe] {self.desc}: {text}", file=self.console, flush=True)
+            self.spoke = True
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+        self.n += n
+        now = time.monotonic()
+        if now - self.last >= self.interval and self.n < self.total:
+            self.last = now
+            rate = self.n / max(now - self.start, 1e-9)
+            left = (self.total - self.n) / rate if rate > 0 else float("inf")
+            self._say(f"{self.n}/{self.total} {self.unit}s ({100 * self.n / max(self.total, 1):.0f} %), "
+                      f"{rate:.1f} {self.unit}s/s, about {left:.0f} s left")
+
+    def close(self) -> None:
+        self.bar.close()
+        seconds = time.monotonic() - self.start
+        if self.spoke or seconds >= self.interval:
+            self._say(f"done, {self.n} {self.unit}s in {seconds:.0f} s ({self.n / max(seconds, 1e-9):.1f} {self.unit}s/s)")
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -386,10 +385,10 @@ def speech_map(volume: np.ndarray, frames: np.ndarray | None = None) -> np.ndarr
 
 
 def _batched(adapter, items: list, batch_size: int, fn, desc: str) -> list:
-    from tqdm.auto import tqdm
+    from ..runtime import Progress
 
     out = []
-    with tqdm(total=len(items), desc=desc, unit="item", file=sys.stderr, mininterval=5.0, ascii=True) as bar:
+    with Progress(len(items), desc, unit="item") as bar:
         for lo in range(0, len(items), batch_size):
             out.extend(fn(items[lo:lo + batch_size]))
             bar.update(min(batch_size, len(items) - lo))

@@ -162,11 +162,9 @@ def _word_times(utterance, clip, rate: int) -> list[dict]:
 
 
 def _progress(total: int, desc: str):
-    from tqdm import tqdm
+    from ..runtime import Progress
 
-    # No monitor thread: worker processes are forked, and forking beside threads is unsafe.
-    tqdm.monitor_interval = 0
-    return tqdm(total=total, desc=desc, mininterval=5.0, ascii=True)
+    return Progress(total, desc, unit="clip")
 
 
 def synthesize_plan(
