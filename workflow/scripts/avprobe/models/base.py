@@ -437,11 +437,6 @@ def weights_fingerprint(folder: str | os.PathLike) -> str | None:
 def offline_message(name: str, source: str, revision: str | None, err: BaseException) -> str:
     rev = f" (revision {revision})" if revision else ""
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    from .folder import rebuild_hint
-
-    hint = rebuild_hint(source) if Path(source).is_dir() else None
-    if hint:  # a built untrained control, not a hub model: prefetch_models does not build it
-        return f"model {name!r}: cannot load {source!r} [{first}]: {hint}"
     return (
         f"model {name!r}: cannot load {source!r}{rev}: it is not a local folder, and neither "
         f"the Hugging Face cache (HF_HOME={os.environ.get('HF_HOME', '~/.cache/huggingface')}) "
@@ -457,6 +452,12 @@ def hf_load(loader: Callable, name: str, source: str, revision: str | None, **kw
     try:
         return loader.from_pretrained(source, **kwargs)
     except OSError as err:
+        from .folder import rebuild_hint
+
+        hint = rebuild_hint(source) if Path(source).is_dir() else None
+        if hint:  # a built untrained control: rebuilt by build_untrained_model, not prefetched
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ModelUnavailableError(f"model {name!r}: cannot load {source!r} [{first}]: {hint}") from err
         if Path(source).is_dir():  # not a hub problem: say what the folder lacks
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             files = sorted(p.name for p in Path(source).iterdir())
