@@ -709,6 +709,9 @@ def test_loading_a_weightless_local_folder_says_what_it_lacks(built, tmp_path):
     folder = tmp_path / "hubert"
     shutil.copytree(built("hubert-tiny"), folder)
     (folder / "model.safetensors").unlink()
+    # a user's own checkpoint folder, not one the workflow built (those name build_untrained_model)
+    for record in ("avprobe_build.json", "avprobe_files.json"):
+        (folder / record).unlink(missing_ok=True)
     spec = {"family": "hf_audio", "kind": "pretrained", "source": str(folder), "towers": ["audio"]}
     with pytest.raises(ModelUnavailableError, match=r"the local folder '.*hubert' cannot be loaded .* it holds "
                                                     r"\[.*'config.json'.*\]\. A checkpoint folder needs") as info:
