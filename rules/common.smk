@@ -7,6 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
 from avprobe import plan
+from avprobe.prefetch import pretrained_sources
 from avprobe.cluster import check_default_resources
 from avprobe.models.folder import rebuild_state
 from avprobe.report_check import check_final_outputs
@@ -32,6 +33,9 @@ if not workflow.remote_exec:
     check_default_resources(workflow.resource_settings.default_resources)
 
 MODELS = config["models"]
+# Models whose weights come from a hub (avprobe.prefetch.pretrained_sources): each has its own
+# prefetch job, and prefetch_models fetches them all.
+HUB_MODELS = list(pretrained_sources(MODELS))
 EXTRACTIONS = plan.extractions(config)
 LABELLED = plan.labelled_extractions(config)
 SYMBOLISM = {plan.symbolism_name(e): e for e in config["analysis"]["symbolism"]}
@@ -120,13 +124,18 @@ def model_rebuild_flag(wildcards):
 
 
 def model_weights(model):
-    """The built weights of an untrained control, or the prefetch record of a hub model."""
+    """The built weights of an untrained control, or the prefetch record of a hub model (its
+    own, so asking for one model's embeddings fetches, or fails on, that model alone)."""
     kind = MODELS[model].get("kind", "pretrained")
     if kind == "untrained":
         return {"model_dir": built_model_dir(model)}
-    if kind == "pretrained":
-        return {"prefetched": "results/models/prefetched.json"}
-    return {}
+    if model in HUB_MODELS:
+        return {"prefetched": prefetch_record(model)}
+    return {}  # a local folder or file: nothing to fetch
+
+
+def prefetch_record(model):
+    return f"results/models/prefetched/{model}.json"
 
 
 def extraction_inputs(wildcards):

@@ -161,18 +161,32 @@ rule convert_asr_model:
 
 
 localrules:
+    prefetch_model,
     prefetch_models,
 
 
+# One hub model's weights (a login node with internet; compute nodes then read the cache).
+rule prefetch_model:
+    output:
+        resolved="results/models/prefetched/{model}.json",
+    params:
+        models=lambda wildcards: {wildcards.model: MODELS[wildcards.model]},
+    wildcard_constraints:
+        model=alternatives(HUB_MODELS),
+    log:
+        "logs/models/prefetch_{model}.log",
+    conda:
+        "../envs/models.yaml"
+    script:
+        "../workflow/scripts/prefetch_models.py"
+
+
+# Every hub model of the config: snakemake prefetch_models --configfile config/paper.yaml
 rule prefetch_models:
+    input:
+        records=[prefetch_record(m) for m in HUB_MODELS],
     output:
         resolved="results/models/prefetched.json",
-    params:
-        models=lambda wildcards: {
-            name: spec
-            for name, spec in MODELS.items()
-            if spec.get("kind", "pretrained") == "pretrained"
-        },
     log:
         "logs/models/prefetch_models.log",
     conda:

@@ -331,12 +331,16 @@ def test_offline_hub_model_fails_with_one_line_naming_model_and_fix(run_a_copy):
     # without a cache the prefetch job stops first
     proc = snakemake("--cores", "1", "--configfile", "ghost.yaml", "--", target, cwd=work, check=False)
     assert proc.returncode != 0
-    line = last_line(work / "logs/models/prefetch_models.log")
+    log_text = (work / "logs/models/prefetch_ghost.log").read_text()
+    assert "Traceback" not in log_text and "Traceback" not in proc.stdout + proc.stderr
+    line = last_line(work / "logs/models/prefetch_ghost.log")
     assert "could not download model 'ghost' (avprobe-test/no-such-model@main)" in line
     assert "Run prefetch_models on a machine with internet access" in line
+    # only the model asked for is fetched (the config's other hub models are not touched)
+    assert not list((work / "logs/models").glob("prefetch_models.log"))
     # prefetched elsewhere, but not in this machine's cache: the extraction job says so
-    (work / "results/models").mkdir(exist_ok=True)
-    (work / "results/models/prefetched.json").write_text('{"ghost": {"source": "avprobe-test/no-such-model"}}')
+    (work / "results/models/prefetched").mkdir(parents=True, exist_ok=True)
+    (work / "results/models/prefetched/ghost.json").write_text('{"ghost": {"source": "avprobe-test/no-such-model"}}')
     proc = snakemake("--cores", "1", "--configfile", "ghost.yaml", "--", target, cwd=work, check=False)
     assert proc.returncode != 0
     line = last_line(work / "logs/embeddings/pseudoword_text/ghost.log")

@@ -52,7 +52,7 @@ def test_a_split_over_columns_a_set_lacks_leaves_that_set_alone():
 
 def test_seed001_config_plans_the_three_models_on_the_impacts_without_the_hub():
     out = run_snakemake("-n", "--configfile", "config/seed001.yaml").stdout
-    assert re.search(r"^\s*(?:local)?rule prefetch_models:", out, re.M)
+    assert re.search(r"^\s*(?:local)?rule prefetch_model:", out, re.M)
     assert "results/models/beats-untrained" in out  # the seeded controls are built (the whole folder)
     for model in ("beats-iter3plus", "yamnet", "clap-htsat", "beats-untrained", "yamnet-untrained"):
         for path in (f"results/embeddings/impacts/{model}.parquet", f"results/tables/rsa/impacts/{model}.parquet",

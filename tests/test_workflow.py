@@ -55,15 +55,21 @@ def test_default_dry_run_plans_every_stage():
     ):
         assert rule in rules, f"{rule} missing from the default plan: {sorted(rules)}"
     # The offline default needs no hub: nothing to prefetch.
-    assert "prefetch_models" not in rules
+    assert "prefetch_model" not in rules and "prefetch_models" not in rules
 
 
 def test_paper_config_plans_pretrained_models_behind_prefetch():
     out = run_snakemake("-n", "--configfile", "config/paper.yaml").stdout
     rules = planned_rules(out)
-    assert "prefetch_models" in rules
+    assert "prefetch_model" in rules
     for model in ("hubert-base", "clip-b32", "clap-htsat", "whisper-base-encoder", "dinov2-small"):
         assert f"results/embeddings/" in out and f"/{model}.parquet" in out, model
+        assert f"results/models/prefetched/{model}.json" in out, model  # each model its own fetch
+    # one model asked for: only its own weights are fetched
+    one = run_snakemake("-n", "results/embeddings/pseudoword_text/bert-base.parquet",
+                        "--configfile", "config/paper.yaml").stdout
+    assert "results/models/prefetched/bert-base.json" in one
+    assert "results/models/prefetched/hubert-base.json" not in one
 
 
 @pytest.mark.parametrize(

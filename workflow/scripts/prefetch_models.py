@@ -1,10 +1,23 @@
-"""Entry: download pretrained models on a machine with internet.
+"""Entry: download pretrained models on a machine with internet (avprobe.prefetch).
 
-Reads snakemake.params.models (the config's models), snakemake.output.resolved, log.
+rule prefetch_model:  snakemake.params.models (one model's entry) → snakemake.output.resolved
+rule prefetch_models: snakemake.input.records (every model's record) → one merged record
+A download that fails ends the job with one line naming the model and the fix (no traceback).
 """
 
-from avprobe.prefetch import prefetch
+import sys
+
+from avprobe.prefetch import merge_records, prefetch
 from avprobe.runtime import job_log
 
-with job_log(snakemake.log[0]):
-    prefetch(snakemake.params.models, snakemake.output.resolved)
+sm = snakemake  # noqa: F821 - injected by Snakemake
+
+with job_log(sm.log[0]) as log:
+    if hasattr(sm.input, "records"):
+        merge_records(list(sm.input.records), sm.output.resolved)
+    else:
+        try:
+            prefetch(sm.params.models, sm.output.resolved)
+        except RuntimeError as err:  # already one line: the model, the endpoint, the fix
+            log.error("%s", err)
+            sys.exit(1)

@@ -117,6 +117,8 @@ def prefetch(models: Mapping[str, dict], out_path: str | os.PathLike, *, timeout
     if timeout is None:
         timeout = float(os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT") or HUB_TIMEOUT)
     bound_hub_requests(float(timeout))
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        attempts = 1  # offline by choice: a retry cannot succeed
     endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
     resolved = {}
     for name, entry in sorted(pretrained_sources(models).items()):
@@ -147,3 +149,14 @@ def prefetch(models: Mapping[str, dict], out_path: str | os.PathLike, *, timeout
     with atomic_path(out_path) as tmp:
         tmp.write_text(json.dumps(resolved, indent=2, sort_keys=True))
     return resolved
+
+
+def merge_records(paths, out_path: str | os.PathLike) -> dict:
+    """Join the per-model records of ``prefetch_model`` into one (``prefetch_models``)."""
+    merged = {}
+    for path in paths:
+        with open(path) as fh:
+            merged.update(json.load(fh))
+    with atomic_path(out_path) as tmp:
+        tmp.write_text(json.dumps(merged, indent=2, sort_keys=True))
+    return merged
