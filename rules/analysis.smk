@@ -4,6 +4,7 @@ rule symbolism:
     output:
         table="results/tables/symbolism/{name}.parquet",
         scores="results/tables/symbolism/{name}.scores.parquet",
+        anchor_boot="results/tables/symbolism/{name}.anchor_boot.npz",
     wildcard_constraints:
         name=alternatives(SYMBOLISM),
     params:
@@ -30,6 +31,7 @@ rule symbolism:
 rule symbolism_forms:
     input:
         scores=[f"results/tables/symbolism/{e['name']}.scores.parquet" for e in SYMBOLISM_FORMS],
+        anchor_boot=[f"results/tables/symbolism/{e['name']}.anchor_boot.npz" for e in SYMBOLISM_FORMS],
     output:
         table=plan.SYMBOLISM_FORMS_TABLE,
     params:

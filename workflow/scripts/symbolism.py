@@ -41,6 +41,7 @@ with job_log(snakemake.log[0], snakemake.threads):
         snakemake.input.images_embeddings,
         snakemake.output.table,
         snakemake.output.get("scores"),
+        snakemake.output.get("anchor_boot"),
         model=snakemake.params.model,
         words=snakemake.params.words,
         images=snakemake.params.images,

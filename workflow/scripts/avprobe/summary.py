@@ -101,13 +101,16 @@ def forms_section(df: pd.DataFrame, models: Mapping[str, dict]) -> list[str]:
         return []
     df = df[df["voice"].astype(str) == "all"]
     lines = ["## Speech vs text vs cascade (per-word ROC-AUC in each model's shared space)", "",
-             "AUC over words (each word's score averaged over voices or templates); differences with a "
-             "paired bootstrap CI over words. No p-values here: a difference is read from its CI.", ""]
+             "AUC over words (each word's score averaged over voices or templates); CIs resample words and "
+             "anchor shapes (paired for differences). p tests the cross-modal claim: the shapes' labels are "
+             "shuffled and the direction rebuilt, the same shuffles for every form (two-sided; for a "
+             "difference: do the forms differ in their alignment with the shapes?). A CI away from 0 with a "
+             "large p is a difference an untrained geometry gives with any direction.", ""]
     rows = [[_display(models, r["model"]), str(r.get("architecture", "")), str(r["space"]),
              r["form"] if r["metric"] == "auc_words" else f"{r['form']} − {r['form_b']}",
-             _fmt(r["value"]), _ci(r), str(int(r["n"]))] for _, r in df.iterrows()]
-    return lines + _markdown_table(["model", "architecture", "space", "form", "AUC / difference", "95% CI", "words"],
-                                   rows) + [""]
+             _fmt(r["value"]), _ci(r), _p(r.get("p")), str(int(r["n"]))] for _, r in df.iterrows()]
+    return lines + _markdown_table(["model", "architecture", "space", "form", "AUC / difference", "95% CI", "p",
+                                    "words"], rows) + [""]
 
 
 #: Said once, at the top: how to read p next to a CI.

@@ -660,6 +660,33 @@ def _aligned(manifest: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
     return m.loc[ids].reset_index()
 
 
+#: Seed offset of the anchor resamples of :func:`anchor_bootstrap_scores`: it depends only on the
+#: config seed, so every entry scored against the same anchor set draws the same resamples
+#: (a paired comparison of two entries then resamples the anchors once for both).
+ANCHOR_BOOT_SEED = 104729
+
+
+def anchor_bootstrap_scores(word_emb: np.ndarray, image_emb: np.ndarray, image_round: np.ndarray,
+                            n_boot: int, seed: int) -> np.ndarray:
+    """Geometric scores of every word under ``n_boot`` resamples of the anchor images.
+
+    Each resample draws the round and the sharp anchors with replacement within their class
+    (so both classes stay represented) and rebuilds the direction; ``(n_words, n_boot)``
+    float32. The draws depend only on ``seed`` and the anchors' labels, so two entries with the
+    same anchors (e.g. speech and text forms) share them. This is the anchor half of the joint
+    bootstrap that :mod:`avprobe.analysis.symbolism_forms` uses: a difference between two forms
+    carries the uncertainty of the direction, which an untrained network's AUC mostly is.
+    """
+    rng = np.random.default_rng([int(seed), ANCHOR_BOOT_SEED])
+    image_round = np.asarray(image_round, dtype=bool)
+    a = stats.l2_normalize(np.asarray(image_emb, dtype=np.float64))
+    r_idx, s_idx = np.flatnonzero(image_round), np.flatnonzero(~image_round)
+    pick_r = r_idx[rng.integers(0, r_idx.size, (n_boot, r_idx.size))]
+    pick_s = s_idx[rng.integers(0, s_idx.size, (n_boot, s_idx.size))]
+    directions = a[pick_r].mean(1) - a[pick_s].mean(1)  # (B, D)
+    return (stats.l2_normalize(np.asarray(word_emb, dtype=np.float64)) @ directions.T).astype(np.float32)
+
+
 def run_symbolism(
     words_manifest: str | Path,
     words_embeddings: str | Path,
@@ -667,6 +694,7 @@ def run_symbolism(
     images_embeddings: str | Path,
     output: str | Path | None = None,
     scores_output: str | Path | None = None,
+    anchor_boot_output: str | Path | None = None,
     *,
     model: str,
     words: str,
@@ -691,6 +719,10 @@ def run_symbolism(
     (geometric | phonetic), scored (words | images), voice ("all" or a voice id), images
     (the image set), space (the space name, or ``unaligned``), n_anchors, null_low,
     null_high, p_item_label, n_references, note, p_fdr (module docstring).
+
+    ``anchor_boot_output`` (optional): an ``.npz`` with the geometric scores of every word of the
+    space layer under resampled anchors (``scores``, :func:`anchor_bootstrap_scores`) and under
+    shuffled anchor labels (``null``, drawn from the config seed alone), for the forms comparison.
 
     ``scores_output`` (optional): the per-item scores behind the pooled rows, for figures —
     columns model, layer, layer_index, direction, scored, form, stimulus_id, word, voice,
@@ -729,6 +761,21 @@ def run_symbolism(
         )
         for f in layer_scores:
             score_frames.append(f.assign(model=model, layer=name, layer_index=index, form=form))
+        if anchor_boot_output is not None and layer_space != "unaligned":
+            wa, ia = _aligned(wm, w_ids), _aligned(im, i_ids)
+            boot = anchor_bootstrap_scores(w_x, i_x, ia["label"].to_numpy() == ROUND, max(n_bootstrap, 1), seed)
+            # the cross-modal null, drawn from the config seed alone: entries with the same anchors
+            # share these label permutations, so a difference between two forms has a null too
+            perm = anchor_permutations(np.random.default_rng([int(seed), ANCHOR_BOOT_SEED, 1]),
+                                       max(n_permutations, 1), ia)
+            null = stats.l2_normalize(w_x.astype(np.float64)) @ anchor_directions(stats.l2_normalize(
+                i_x.astype(np.float64)), perm)
+            cols = {c: wa[c].astype(str).to_numpy() for c in ("stimulus_id", "word", "voice", "label") if c in wa}
+            ref = wa["is_reference"].fillna(False).to_numpy(dtype=bool) if "is_reference" in wa else np.zeros(len(wa), bool)
+            with avio.atomic_path(anchor_boot_output) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.savez_compressed(fh, scores=boot.astype(np.float16), null=null.astype(np.float16),
+                                        is_reference=ref, layer=np.asarray(name), **cols)
         for r in layer_rows:
             r.update(analysis="symbolism", set=words, model=model, layer=name, layer_index=index,
                      form=form, images=images, space=layer_space)

@@ -22,9 +22,10 @@ def symbolism_forms(df: pd.DataFrame, models: Mapping | None = None, voices: boo
     architecture (coordinated, then joint); right: the paired differences between forms.
 
     Reads the ``symbolism_forms`` table (:mod:`avprobe.analysis.symbolism_forms`): ``auc_words``
-    rows (``form``, ``voice``) and ``auc_diff`` rows (``form`` − ``form_b``). Vertical lines are
-    95% bootstrap CIs over words (paired for differences); with ``voices``, each single voice's
-    AUC is a small pale dot beside its pooled marker.
+    rows (``form``, ``voice``) and ``auc_diff`` rows (``form`` − ``form_b``). Lines are 95%
+    bootstrap CIs over words and anchors (paired for differences); stars mark the cross-modal
+    permutation ``p`` < .05/.01/.001; with ``voices``, each single voice's AUC is a small pale
+    dot beside its pooled marker.
     """
     apply()
     d = clean(df)
@@ -53,6 +54,10 @@ def symbolism_forms(df: pd.DataFrame, models: Mapping | None = None, voices: boo
                 ax.plot([xi], [r["value"]], linestyle="none", marker=FORM_MARKERS.get(f, "o"), markersize=4.5,
                         color=s.color, markerfacecolor=s.color if f == "speech" else "white", zorder=3,
                         gid=f"point:{m}:{f}")
+                mark = style.stars(r.get("p"))
+                if mark:
+                    ax.annotate(mark, (xi, r["ci_high"]), xytext=(0, 1), textcoords="offset points", ha="center",
+                                va="bottom", fontsize=7, gid="significance")
             single = sub[sub["voice"].astype(str) != "all"]
             if voices and not single.empty:
                 vals = single["value"].to_numpy(float)
@@ -82,10 +87,14 @@ def symbolism_forms(df: pd.DataFrame, models: Mapping | None = None, voices: boo
         s = styles[m]
         bx.plot([r["ci_low"], r["ci_high"]], [i, i], color=s.color, linewidth=1.0, gid=f"diffci:{m}:{fa}:{fb}")
         bx.plot([r["value"]], [i], marker="o", color=s.color, linestyle="none", markersize=4, gid=f"diff:{m}:{fa}:{fb}")
+        mark = style.stars(r.get("p"))
+        if mark:
+            bx.annotate(mark, (r["ci_high"], i), xytext=(3, 0), textcoords="offset points", va="center",
+                        fontsize=7, gid="significance")
     bx.set_yticks(range(len(rows)), [f"{wrap(styles[m].display, 16)}: {fa} − {fb}" for m, (fa, fb) in rows],
                   fontsize=6.5)
     bx.invert_yaxis()
-    bx.set_xlabel("difference in AUC (paired bootstrap CI)")
+    bx.set_xlabel("difference in AUC (paired bootstrap CI;\nstars: cross-modal permutation p)")
     bx.set_title("differences between forms")
     handles = [Line2D([], [], linestyle="none", marker=FORM_MARKERS.get(f, "o"), color="0.2",
                       markerfacecolor="0.2" if f == "speech" else "white", label=f) for f in forms]
@@ -93,6 +102,7 @@ def symbolism_forms(df: pd.DataFrame, models: Mapping | None = None, voices: boo
         handles.append(Line2D([], [], linestyle="none", marker="o", markersize=2.2, markeredgewidth=0,
                               color="0.55", label="single voices"))
     handles.append(chance_handle("chance (0.5)"))
+    handles.append(Line2D([], [], linestyle="none", label="*, **, ***: p < .05, .01, .001 (shapes' labels shuffled)"))
     handles += style.legend_handles(styles, names)
     legend_below(fig, handles, ncol=4)
     return fig
