@@ -152,3 +152,4 @@ def test_difference_between_forms_tests_the_cross_modal_claim_at_the_nominal_rat
         speech = out[(out.metric == "auc_words") & (out.form == "speech")].iloc[0]
         found += speech.p < 0.05 and diff.value > 0
     assert found >= 4
+

@@ -770,7 +770,9 @@ def run_symbolism(
                                        max(n_permutations, 1), ia)
             null = stats.l2_normalize(w_x.astype(np.float64)) @ anchor_directions(stats.l2_normalize(
                 i_x.astype(np.float64)), perm)
-            cols = {c: wa[c].astype(str).to_numpy() for c in ("stimulus_id", "word", "voice", "label") if c in wa}
+            # fixed-width strings: an .npz of object arrays would need pickle to read back
+            cols = {c: wa[c].astype(str).to_numpy().astype("U") for c in ("stimulus_id", "word", "voice", "label")
+                    if c in wa}
             ref = wa["is_reference"].fillna(False).to_numpy(dtype=bool) if "is_reference" in wa else np.zeros(len(wa), bool)
             with avio.atomic_path(anchor_boot_output) as tmp:
                 with open(tmp, "wb") as fh:

@@ -74,9 +74,9 @@ def symbolism_forms(df: pd.DataFrame, models: Mapping | None = None, voices: boo
         previous = m
     for a in dict.fromkeys(arch.get(m, "unknown") for m in names):
         members = [x[m] for m in names if arch.get(m, "unknown") == a]
-        ax.annotate(a, ((min(members) + max(members)) / 2, 1.0), xycoords=("data", "axes fraction"),
-                    xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=6.5,
-                    color="0.35")
+        # inside the axes, under the title: the group label must not collide with it
+        ax.annotate(a, ((min(members) + max(members)) / 2, 0.98), xycoords=("data", "axes fraction"),
+                    ha="center", va="top", fontsize=6.5, color="0.35", gid=f"architecture:{a}")
     ax.set_xlim(-0.6, len(names) - 0.4)
     pairs = list(dict.fromkeys(zip(diffs["form"], diffs["form_b"])))
     rows = [(m, p) for m in names for p in pairs if not diffs[(diffs["model"] == m)
