@@ -12,6 +12,7 @@ from avprobe.runtime import job_log
 
 sm = snakemake  # noqa: F821 - injected by Snakemake
 
+failed = False
 with job_log(sm.log[0]) as log:
     if hasattr(sm.input, "records"):
         merge_records(list(sm.input.records), sm.output.resolved)
@@ -20,4 +21,6 @@ with job_log(sm.log[0]) as log:
             prefetch(sm.params.models, sm.output.resolved)
         except RuntimeError as err:  # already one line: the model, the endpoint, the fix
             log.error("%s", err)
-            sys.exit(1)
+            failed = True
+if failed:  # outside job_log, which would log the exit as a traceback
+    sys.exit(1)
