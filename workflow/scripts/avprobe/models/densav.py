@@ -63,6 +63,7 @@ from .base import (
     torch_dtype,
 )
 from .build import BUILD_MARKER, staged_folder, write_marker
+from .checkpoints import sha256_of
 
 log = logging.getLogger("avprobe")
 
@@ -686,7 +687,7 @@ class DenseAVAdapter(Adapter):
         self.net = load_network(weights, self.hparams).to(dev)
         if dtype != "float32":
             self.net.to(torch_dtype(dtype))
-        self.revision = "sha256:" + _file_sha256(weights)[:16]
+        self.revision = "sha256:" + sha256_of(weights)[:16]
         self.requested_revision = spec.get("revision")
 
     # -- layers ----------------------------------------------------------------------------------
@@ -789,16 +790,6 @@ class DenseAVAdapter(Adapter):
     def score(self, audio_item, image_item) -> float:
         """DenseAV's aggregated similarity of one clip and one image (:func:`aggregate_volume`)."""
         return aggregate_volume(self.similarity_volume(audio_item, image_item))
-
-
-def _file_sha256(path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------

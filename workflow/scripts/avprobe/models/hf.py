@@ -32,6 +32,7 @@ from .base import (
     JOINT,
     Adapter,
     hf_load,
+    length_groups,
     lengths_to_mask,
     numpy_seed,
     receptive_field,
@@ -215,12 +216,7 @@ class HFAudioAdapter(HFAdapter):
         return self._numbered(self.config.num_hidden_layers)
 
     def _groups(self, waves):
-        if self.pad_batches:
-            return [list(range(len(waves)))]
-        groups: dict[int, list[int]] = {}
-        for i, w in enumerate(waves):
-            groups.setdefault(len(w), []).append(i)
-        return list(groups.values())
+        return length_groups(waves, self.pad_batches)
 
     def _embed(self, tower, items, names):
         import torch

@@ -78,8 +78,9 @@ from typing import Mapping
 
 import numpy as np
 
-from .base import JOINT, Adapter, hf_load, lengths_to_mask, pool, select_device
+from .base import JOINT, Adapter, hf_load, length_groups, lengths_to_mask, pool, select_device
 from .build import BUILD_MARKER
+from .checkpoints import sha256_of
 
 log = logging.getLogger("avprobe")
 
@@ -575,7 +576,7 @@ class SpeechCLIPAdapter(Adapter):
                                         clip=self.clip.model, companions=self.companions)
         self.branch.to(dev).eval()
         self.variant = variant
-        self.ckpt_sha256 = _sha256(self.checkpoint_path)
+        self.ckpt_sha256 = sha256_of(self.checkpoint_path)
         if variant == "cascaded":
             tok = self.clip.tokenizer
             self.bos = tok.bos_token_id if tok.bos_token_id is not None else clip_cfg.text_config.bos_token_id
@@ -596,12 +597,7 @@ class SpeechCLIPAdapter(Adapter):
 
     # -- audio ----------------------------------------------------------------------------------
     def _groups(self, waves):
-        if self.pad_batches:
-            return [list(range(len(waves)))]
-        groups: dict[int, list[int]] = {}
-        for i, w in enumerate(waves):
-            groups.setdefault(len(w), []).append(i)
-        return list(groups.values())
+        return length_groups(waves, self.pad_batches)
 
     def speech_forward(self, waves):
         """One padded batch of waveforms (16 kHz, 1-D float32) through HuBERT and the branch.
@@ -683,14 +679,6 @@ class SpeechCLIPAdapter(Adapter):
             "frozen_check": self.frozen_check,
         })
         return out
-
-
-def _sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_branch(branch, state: Mapping, variant: str, *, name: str = "speechclip", hubert=None, clip=None,
@@ -849,7 +837,7 @@ def build_untrained(config_dir, out_dir, seed: int) -> Path:
             "kind": "untrained", "source": str(config_dir), "seed": int(seed),
             "architecture": f"SpeechCLIP-{variant}",
             "n_parameters": int(sum(p.numel() for p in branch.parameters())),
-            "checkpoint_sha256": _sha256(tmp / CHECKPOINT_FILE),
+            "checkpoint_sha256": sha256_of(tmp / CHECKPOINT_FILE),
             "config_sha256": hashlib.sha256((config_dir / "config.json").read_bytes()).hexdigest(),
             "torch": torch.__version__, "transformers": transformers.__version__,
         }
