@@ -366,6 +366,18 @@ def length_groups(waves, pad_batches: bool) -> list[list[int]]:
     return list(groups.values())
 
 
+def join_groups(parts, names, n_items: int) -> dict:
+    """The inverse of :func:`length_groups`: ``parts`` is ``[(indices, {layer: (len(indices), D)})]``;
+    returns ``{layer: (n_items, D) float32}`` with each group's rows back at its indices."""
+    out = {}
+    for name in names:
+        mat = np.zeros((n_items, parts[0][1][name].shape[1]), np.float32)
+        for idx, res in parts:
+            mat[idx] = res[name]
+        out[name] = mat
+    return out
+
+
 def lengths_to_mask(lengths, size: int):
     import torch
 

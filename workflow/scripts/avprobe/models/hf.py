@@ -32,6 +32,7 @@ from .base import (
     JOINT,
     Adapter,
     hf_load,
+    join_groups,
     length_groups,
     lengths_to_mask,
     numpy_seed,
@@ -222,7 +223,7 @@ class HFAudioAdapter(HFAdapter):
         import torch
 
         how = self.pooling(tower)
-        out, parts = {}, []
+        parts = []
         for idx in self._groups(items):
             waves = [items[i] for i in idx]
             batch = self.feature_extractor(waves, sampling_rate=self.input_sample_rate(), padding=True,
@@ -239,13 +240,7 @@ class HFAudioAdapter(HFAdapter):
                 frames = self.model._get_feat_extract_output_lengths(lengths)
                 mask = lengths_to_mask(frames, hs[0].shape[1])
                 parts.append((idx, self._collect(hs, names, mask, how)))
-        for n in names:
-            dim = parts[0][1][n].shape[1]
-            mat = np.zeros((len(items), dim), np.float32)
-            for idx, res in parts:
-                mat[idx] = res[n]
-            out[n] = mat
-        return out
+        return join_groups(parts, names, len(items))
 
 
 class WhisperEncoderAdapter(HFAdapter):

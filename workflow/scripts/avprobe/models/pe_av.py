@@ -51,7 +51,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .base import hf_load, pool
+from .base import hf_load, join_groups, length_groups, pool
 from .hf import HFAdapter, _TextMixin, resolve_source
 
 #: model_type of the loaded folder → its towers.
@@ -199,20 +199,11 @@ class PEAVAdapter(_TextMixin, HFAdapter):
                 hs, mask, spaces = self._image(items)
                 return self._pooled(hs, mask, spaces, names, how)
             # audio: groups of equal length (the codec's convolutions see padding)
-            groups: dict[int, list[int]] = {}
-            for i, w in enumerate(items):
-                groups.setdefault(len(w), []).append(i)
             parts = []
-            for idx in groups.values():
+            for idx in length_groups(items, pad_batches=False):
                 hs, mask, spaces = self._audio([items[i] for i in idx])
                 parts.append((idx, self._pooled(hs, mask, spaces, names, how)))
-        out = {}
-        for n in names:
-            mat = np.zeros((len(items), parts[0][1][n].shape[1]), np.float32)
-            for idx, res in parts:
-                mat[idx] = res[n]
-            out[n] = mat
-        return out
+        return join_groups(parts, names, len(items))
 
     @staticmethod
     def _pooled(hs, mask, spaces, names, how):

@@ -78,7 +78,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .base import JOINT, Adapter, hf_load, length_groups, lengths_to_mask, pool, select_device
+from .base import JOINT, Adapter, hf_load, join_groups, length_groups, lengths_to_mask, pool, select_device
 from .build import BUILD_MARKER
 from .checkpoints import sha256_of
 
@@ -638,7 +638,6 @@ class SpeechCLIPAdapter(Adapter):
 
         how = self.pooling("audio")
         n_hub = int(self.hubert_config.num_hidden_layers) + 1
-        out = {}
         parts = []
         for idx in self._groups(waves):
             with torch.inference_mode():
@@ -654,12 +653,7 @@ class SpeechCLIPAdapter(Adapter):
                         h = results[i] if i < n_hub else branch["frames"][i - n_hub]
                         res[nm] = pool(h, fmask, how).cpu().numpy()
             parts.append((idx, res))
-        for nm in names:
-            mat = np.zeros((len(waves), parts[0][1][nm].shape[1]), np.float32)
-            for idx, res in parts:
-                mat[idx] = res[nm]
-            out[nm] = mat
-        return out
+        return join_groups(parts, names, len(waves))
 
     def _embed(self, tower, items, names):
         if tower == "audio":
